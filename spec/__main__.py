@@ -1,0 +1,5 @@
+"""``python -m spec [pytest options]``: run the conformance suite."""
+
+from .plugin import main
+
+raise SystemExit(main())

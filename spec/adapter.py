@@ -1,0 +1,215 @@
+"""The adapter protocol: the small, typed surface through which the suite sees an implementation.
+
+An adapter is the one place that knows an implementation's names, tensor layouts and mask
+conventions. The suite only ever talks to the adapter, in the paper's notation. Every capability
+is optional: a method that is missing (or set to ``None``) makes the clauses that need it report
+NOT PROVIDED, naming the method.
+
+Conventions at the boundary
+---------------------------
+* Tensors are batch-first: ``[batch, length, features]``.
+* Masks are boolean, ``True`` = may attend / is a real token. An attention mask broadcasts to
+  ``[batch, L_q, L_k]``; a padding mask is ``[batch, L]``.
+* Token ids are ``torch.long``.
+* Modules are ``torch.nn.Module``; the suite switches them with ``.train()`` / ``.eval()``.
+* Weight layouts are the paper's, applied as ``x @ W`` (rows are input features).
+
+Canonical parameter names
+-------------------------
+``parameters(module)`` returns, and ``load_parameters(module, params)`` accepts, a flat ``dict``
+keyed by these names (optional entries are simply absent when an implementation has no such
+parameter; their presence is how the suite recognises a named variant):
+
+=============================  ==========================  ========================================
+name                           shape                       paper
+=============================  ==========================  ========================================
+``W_Q``, ``W_K``               ``[h, d_model, d_k]``       W_i^Q, W_i^K (3.2.2)
+``W_V``                        ``[h, d_model, d_v]``       W_i^V
+``W_O``                        ``[h * d_v, d_model]``      W^O
+``b_Q``, ``b_K``, ``b_V``      ``[h, d_k]``                optional: variant ``projection-biases``
+``b_O``                        ``[d_model]``               optional: variant ``projection-biases``
+``W_1``, ``b_1``               ``[d_model, d_ff]``, ...    Eq. 2
+``W_2``, ``b_2``               ``[d_ff, d_model]``, ...    Eq. 2
+``gamma``, ``beta``            ``[d_model]``               LayerNorm gain and bias
+=============================  ==========================  ========================================
+
+A whole model prefixes them: ``encoder.{i}.self_attn.*``, ``encoder.{i}.norm_1.*`` (after
+self-attention), ``encoder.{i}.ffn.*``, ``encoder.{i}.norm_2.*``; ``decoder.{i}.self_attn.*``,
+``decoder.{i}.norm_1.*``, ``decoder.{i}.cross_attn.*``, ``decoder.{i}.norm_2.*``,
+``decoder.{i}.ffn.*``, ``decoder.{i}.norm_3.*``; optional ``encoder.norm.*`` and
+``decoder.norm.*`` (variant ``final-norm``). The norm names stay the same for a pre-norm
+implementation: ``norm_k`` is the norm that belongs to the k-th sub-layer, wherever it is applied.
+Embeddings: ``src_embedding`` ``[src_vocab, d_model]``, ``tgt_embedding`` ``[tgt_vocab, d_model]``,
+``generator.W`` ``[d_model, tgt_vocab]`` (the pre-softmax linear map), optional ``generator.b``
+``[tgt_vocab]``, and optional ``src_positions`` / ``tgt_positions`` ``[max_len, d_model]``
+(variant ``learned-positions``). Tied matrices appear under each of their names.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import os
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "ENV_VAR",
+    "SHIPPED",
+    "Adapter",
+    "AdapterError",
+    "Config",
+    "NotProvided",
+    "capability",
+    "load_adapter",
+]
+
+ENV_VAR = "TRANSFORMER_SPEC_IMPL"
+"""Environment variable naming the implementation under test (same syntax as ``--impl``)."""
+
+SHIPPED: dict[str, str] = {
+    "reference": "spec.adapters.reference:adapter",
+    "torch.nn": "spec.adapters.torch_nn:adapter",
+}
+"""Short names for the adapters that ship with the suite."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """The configuration the suite asks an adapter to build a model from (paper notation).
+
+    ``shared_vocab`` says that source and target use one vocabulary (``src_vocab ==
+    tgt_vocab``), which is what three-way weight tying (3.4) needs.
+    """
+
+    src_vocab: int = 13
+    tgt_vocab: int = 13
+    d_model: int = 16
+    h: int = 4
+    d_ff: int = 32
+    n_layers: int = 2
+    dropout: float = 0.0
+    max_len: int = 64
+    pad_id: int = 0
+    bos_id: int = 1
+    eos_id: int = 2
+    shared_vocab: bool = True
+
+    @property
+    def d_k(self) -> int:
+        """d_k = d_v = d_model / h (3.2.2)."""
+        return self.d_model // self.h
+
+
+class NotProvided(Exception):
+    """Raised when the implementation under test does not expose a capability."""
+
+    def __init__(self, capability: str, detail: str = "") -> None:
+        self.capability = capability
+        message = f"the adapter does not provide `{capability}`"
+        super().__init__(f"{message}: {detail}" if detail else message)
+
+
+class AdapterError(Exception):
+    """An adapter could not be loaded, or is not an adapter."""
+
+
+@runtime_checkable
+class Adapter(Protocol):
+    """What the suite may call. Only ``name`` is required; every method is optional.
+
+    Implementations usually subclass nothing: a plain class (or module) with some of these
+    methods is an adapter. The suite checks each method for presence before using it.
+    """
+
+    name: str
+
+    # -- 3.2.1 scaled dot-product attention ------------------------------------------------
+    # attention(q [B,Lq,d_k], k [B,Lk,d_k], v [B,Lk,d_v], mask bool|None) -> [B,Lq,d_v]
+    # attention_weights(q, k, v, mask) -> [B,Lq,Lk]                          (optional)
+    # -- 3.2.2 multi-head attention ----------------------------------------------------------
+    # multi_head(d_model, h) -> Module
+    # multi_head_forward(module, x [B,Lq,d], memory [B,Lk,d] | None, mask) -> [B,Lq,d_model]
+    #     (memory None: self-attention, Q = K = V = x; otherwise Q = x and K = V = memory)
+    # -- 3.3 feed-forward ------------------------------------------------------------------
+    # feed_forward(d_model, d_ff) -> Module;  feed_forward_forward(module, x) -> same shape
+    # -- 3.5 positional encoding -------------------------------------------------------------
+    # positional_encoding(length, d_model) -> [length, d_model] (float64 if it can)
+    # -- the model ---------------------------------------------------------------------------
+    # model(config) -> Module
+    # parameters(module) -> dict[str, Tensor];  load_parameters(module, dict) -> None
+    # embed_source(model, src ids [B,S]) -> [B,S,d];  embed_target(model, tgt ids [B,T])
+    # encode(model, x [B,S,d], src_mask [B,S]) -> [B,S,d]            (the encoder stack)
+    # decode(model, y [B,T,d], memory [B,S,d], src_mask [B,S]) -> [B,T,d]  (causal inside)
+    # decode_incremental(model, y, memory, src_mask) -> [B,T,d]  (step by step, with a cache)
+    # project(model, y [B,T,d]) -> logits [B,T,V]
+    # decoder_input(tgt [B,T], bos_id) -> [B,T]    (the shifted-right decoder input)
+    # -- 5.3, 5.4, 6.1 -----------------------------------------------------------------------
+    # loss(logits [B,T,V], target [B,T], pad_id) -> scalar (the training loss, label smoothed)
+    # lr_schedule(d_model, warmup) -> Callable[[int], float]   (learning rate at step >= 1)
+    # optimizer(params) -> torch.optim.Optimizer
+    # beam_search(model, src [1,S], src_mask [1,S], config) -> list[int]
+    # greedy(model, src [B,S], src_mask [B,S], config, max_len) -> [B, <=max_len]
+    # length_penalty(length, alpha) -> float
+    # -- practice ----------------------------------------------------------------------------
+    # save(model, path) -> None;  load(path) -> Module
+
+
+Capability = Callable[..., Any]
+
+
+def capability(adapter: object, name: str) -> Capability:
+    """Return the adapter's method ``name``, or raise :class:`NotProvided` naming it."""
+    method = getattr(adapter, name, None)
+    if method is None:
+        raise NotProvided(name)
+    if not callable(method):
+        raise AdapterError(f"adapter attribute `{name}` is not callable: {method!r}")
+    return method  # type: ignore[no-any-return]
+
+
+def load_adapter(spec: str | None = None) -> Adapter:
+    """Load the adapter named by ``spec``, ``$TRANSFORMER_SPEC_IMPL``, or the reference.
+
+    ``spec`` is a shipped short name (``reference``, ``torch.nn``) or ``module:attribute``.
+    The attribute may be an adapter object, or a class or factory called without arguments.
+    """
+    spec = spec or os.environ.get(ENV_VAR) or "reference"
+    target = SHIPPED.get(spec, spec)
+    module_name, sep, attribute = target.partition(":")
+    if not sep or not module_name or not attribute:
+        raise AdapterError(
+            f"cannot load adapter {spec!r}: use one of {sorted(SHIPPED)} or 'module:attribute'"
+        )
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # an adapter module that fails to import must be named
+        raise AdapterError(
+            f"cannot import adapter module {module_name!r}: {type(exc).__name__}: {exc}"
+        ) from exc
+    try:
+        obj = getattr(module, attribute)
+    except AttributeError:
+        raise AdapterError(f"module {module_name!r} has no attribute {attribute!r}") from None
+    if isinstance(obj, type) or (callable(obj) and not hasattr(obj, "name")):
+        try:
+            obj = obj()
+        except Exception as exc:
+            raise AdapterError(f"calling {target!r} to make the adapter failed: {exc}") from exc
+    name = getattr(obj, "name", None)
+    if not isinstance(name, str) or not name:
+        raise AdapterError(f"{target!r} is not an adapter: it needs a non-empty `name` string")
+    return obj  # type: ignore[no-any-return]
+
+
+def module_device(module: nn.Module) -> torch.device:
+    """The device of a module's first parameter (CPU for a module without parameters)."""
+    for p in module.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+Params = Mapping[str, Tensor]

@@ -1,0 +1,1 @@
+"""Adapters shipped with the suite: the reference implementation and ``torch.nn``."""

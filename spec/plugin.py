@@ -1,0 +1,308 @@
+"""The pytest plugin: options, fixtures, verdicts and the conformance report.
+
+Registered through the ``pytest11`` entry point, so it is active wherever the package is
+installed; it stays silent in runs that collect no clause test.
+
+Options: ``--impl`` (or ``$TRANSFORMER_SPEC_IMPL``), ``--conformance-json PATH``,
+``--conformance-md PATH``, ``--expected-deviations FILE``, ``--spec-profile {ci,thorough}``.
+"""
+
+from __future__ import annotations
+
+import platform
+import sys
+import zlib
+from collections.abc import Generator, Iterator
+from typing import Any
+
+import pytest
+import torch
+
+from . import __version__, report, strategies
+from .adapter import ENV_VAR, Adapter, AdapterError, NotProvided, load_adapter
+from .check import Check, Deviation, Env
+from .clauses import CLAUSES
+from .tolerances import tolerance
+from .verdicts import Outcome, Verdict
+
+CHECK_KEY = pytest.StashKey[Check]()
+PROPERTY = "attention-spec"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("attention-spec", "conformance to 'Attention Is All You Need'")
+    group.addoption(
+        "--impl",
+        default=None,
+        help=f"implementation under test: reference (default), torch.nn, or module:attribute "
+        f"naming an adapter (also ${ENV_VAR})",
+    )
+    group.addoption("--conformance-json", metavar="PATH", help="write the report as JSON")
+    group.addoption("--conformance-md", metavar="PATH", help="write the report as Markdown")
+    group.addoption(
+        "--expected-deviations",
+        metavar="FILE",
+        help="clause ids expected to deviate, one per line as 'clause-id: reason'",
+    )
+    group.addoption(
+        "--spec-profile",
+        choices=sorted(strategies.PROFILES),
+        default=None,
+        help="hypothesis profile for the property tests (default: ci, derandomised)",
+    )
+
+
+def parse_expected(path: str) -> dict[str, str]:
+    """Read an expected-deviations file: ``clause-id: reason`` per line, ``#`` comments."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except OSError as exc:
+        raise pytest.UsageError(f"--expected-deviations: cannot read {path}: {exc}") from None
+    expected: dict[str, str] = {}
+    for number, raw in enumerate(lines, 1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        clause_id, sep, reason = line.partition(": ")
+        if not sep or not reason.strip():
+            raise pytest.UsageError(
+                f"{path}:{number}: each expected deviation needs a reason: 'clause-id: reason', "
+                f"got {raw.strip()!r}"
+            )
+        expected[clause_id.strip()] = reason.strip()
+    return expected
+
+
+class ConformancePlugin:
+    """Collects per-test outcomes (on the xdist controller too) and writes the report."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.outcomes: list[Outcome] = []
+        self.impl = config.getoption("--impl") or None
+        path = config.getoption("--expected-deviations")
+        self.expected = parse_expected(path) if path else {}
+        for clause_id in self.expected:
+            if clause_id not in CLAUSES:
+                config.issue_config_time_warning(
+                    pytest.PytestConfigWarning(
+                        f"--expected-deviations names unknown clause {clause_id!r}"
+                    ),
+                    stacklevel=2,
+                )
+        self.adapter_name: str | None = None
+
+    # -- per test ---------------------------------------------------------------------------
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_makereport(
+        self, item: pytest.Item, call: pytest.CallInfo[None]
+    ) -> Generator[None, Any, None]:
+        result = yield
+        rep: pytest.TestReport = result.get_result()
+        marker = item.get_closest_marker("clause")
+        if marker is None or rep.when == "teardown" or (rep.when == "setup" and rep.passed):
+            return
+        outcome = self._outcome(item, call, rep, marker.args[0])
+        if outcome is None:
+            return
+        if outcome.verdict in (Verdict.DEVIATES, Verdict.ERROR) and outcome.clause in self.expected:
+            outcome.expected = self.expected[outcome.clause]
+            rep.outcome = "skipped"
+            rep.wasxfail = f"expected deviation: {outcome.expected}"  # type: ignore[attr-defined]
+        rep.user_properties.append((PROPERTY, outcome.to_json()))
+
+    def _outcome(
+        self, item: pytest.Item, call: pytest.CallInfo[None], rep: pytest.TestReport, cid: str
+    ) -> Outcome | None:
+        excinfo = call.excinfo
+        test = item.nodeid
+        if excinfo is not None and excinfo.errisinstance(NotProvided):
+            message = str(excinfo.value)
+            rep.outcome = "skipped"
+            path, line, _ = item.location
+            rep.longrepr = (str(path), (line or 0) + 1, f"NOT PROVIDED: {message}")
+            return Outcome(cid, Verdict.NOT_PROVIDED, message, test=test)
+        if rep.skipped:
+            return None  # skipped for another reason (no CUDA device): no verdict
+        if rep.passed:
+            check = item.stash.get(CHECK_KEY, None)
+            variants = check.variants if check is not None else []
+            if variants:
+                names = ", ".join(n for n, _ in variants)
+                reasons = "; ".join(r for _, r in variants)
+                return Outcome(cid, Verdict.VARIANT, reasons, variant=names, test=test)
+            return Outcome(cid, Verdict.CONFORMS, "", test=test)
+        assert excinfo is not None
+        if isinstance(excinfo.value, Deviation):
+            dev = excinfo.value
+            return Outcome(cid, Verdict.DEVIATES, dev.summary, diagnosis=dev.diagnosis, test=test)
+        if isinstance(excinfo.value, AssertionError):
+            first = str(excinfo.value).strip().splitlines()
+            return Outcome(cid, Verdict.DEVIATES, first[0] if first else "assertion failed", test=test)
+        reason = f"{excinfo.typename}: {excinfo.value}".strip().splitlines()[0]
+        where = "while setting up the test" if rep.when == "setup" else "raised"
+        return Outcome(cid, Verdict.ERROR, f"{where}: {reason}", test=test)
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        for name, value in report.user_properties:
+            if name == PROPERTY:
+                self.outcomes.append(Outcome.from_json(value))
+
+    # -- the report -------------------------------------------------------------------------
+    def environment(self) -> dict[str, str]:
+        devices = "cpu" + (f", cuda ({torch.cuda.get_device_name(0)})" if torch.cuda.is_available() else "")
+        return {
+            "spec": __version__,
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "devices": devices,
+            "profile": strategies.active_profile(),
+        }
+
+    def pytest_report_header(self, config: pytest.Config) -> str:
+        impl = self.impl or f"${ENV_VAR} or reference"
+        env = ", ".join(f"{k} {v}" for k, v in self.environment().items())
+        return f"attention-spec: implementation {impl}; {env}"
+
+    def build_report(self) -> report.Report:
+        name = self.adapter_name or self.impl or "reference"
+        return report.build(name, self.outcomes, self.environment())
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if hasattr(self.config, "workerinput") or not self.outcomes:
+            return
+        rep = self.build_report()
+        terminalreporter.write_sep("=", "conformance")
+        terminalreporter.write_line(report.table(rep, width=terminalreporter._tw.fullwidth))
+        for clause_id, reason in self.expected.items():
+            verdicts = {c.id: c.verdict for c in rep.clauses}
+            if verdicts.get(clause_id) in (Verdict.CONFORMS, Verdict.VARIANT):
+                terminalreporter.write_line(
+                    f"note: {clause_id} was expected to deviate ({reason}) but passes now"
+                )
+        json_path = self.config.getoption("--conformance-json")
+        md_path = self.config.getoption("--conformance-md")
+        report.write(rep, json_path, md_path)
+        for path in (json_path, md_path):
+            if path:
+                terminalreporter.write_line(f"conformance report written to {path}")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "clause(id): the paper clause this test checks")
+    strategies.select_profile(config.getoption("--spec-profile"))
+    config.pluginmanager.register(ConformancePlugin(config), "attention-spec-report")
+
+
+def _plugin(config: pytest.Config) -> ConformancePlugin:
+    plugin = config.pluginmanager.get_plugin("attention-spec-report")
+    assert isinstance(plugin, ConformancePlugin)
+    return plugin
+
+
+# -- parametrisation over devices and dtypes ----------------------------------------------------
+ENVS: list[tuple[str, torch.dtype]] = [
+    ("cpu", torch.float64),
+    ("cpu", torch.float32),
+    ("cuda", torch.float32),
+    ("cuda", torch.bfloat16),
+    ("cuda", torch.float16),
+]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "env" not in metafunc.fixturenames:
+        return
+    no_cuda = pytest.mark.skip(reason="no CUDA device")
+    params = [
+        pytest.param(
+            (device, dtype),
+            id=f"{device}-{str(dtype).removeprefix('torch.')}",
+            marks=[no_cuda] if device == "cuda" and not torch.cuda.is_available() else [],
+        )
+        for device, dtype in ENVS
+    ]
+    metafunc.parametrize("env", params, indirect=True)
+
+
+# -- fixtures -------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def adapter(request: pytest.FixtureRequest) -> Adapter:
+    """The adapter of the implementation under test."""
+    plugin = _plugin(request.config)
+    try:
+        loaded = load_adapter(plugin.impl)
+    except AdapterError as exc:
+        raise pytest.UsageError(f"attention-spec: {exc}") from None
+    plugin.adapter_name = loaded.name
+    return loaded
+
+
+@pytest.fixture
+def env(request: pytest.FixtureRequest) -> Env:
+    """Device, dtype and tolerance of this parametrisation."""
+    device, dtype = request.param
+    return Env(torch.device(device), dtype, tolerance(device, dtype))
+
+
+def seed_of(item: pytest.Item) -> int:
+    """A seed that depends on the test's module and name only (not on order or paths)."""
+    module = getattr(item, "module", None)
+    return zlib.crc32(f"{getattr(module, '__name__', '')}::{item.name}".encode())
+
+
+@pytest.fixture
+def rng(request: pytest.FixtureRequest) -> torch.Generator:
+    """A CPU generator seeded from the test's name."""
+    return torch.Generator().manual_seed(seed_of(request.node))
+
+
+@pytest.fixture
+def clause(request: pytest.FixtureRequest, adapter: Adapter) -> Check:
+    """The judge for the clause named by the test's ``clause`` marker."""
+    marker = request.node.get_closest_marker("clause")
+    if marker is None or len(marker.args) != 1:
+        raise pytest.UsageError(f"{request.node.nodeid} needs @pytest.mark.clause('<id>')")
+    cid = marker.args[0]
+    if cid not in CLAUSES:
+        raise pytest.UsageError(f"{request.node.nodeid} names unregistered clause {cid!r}")
+    plugin = _plugin(request.config)
+    impl = plugin.impl or "reference"
+    reproduce = f"pytest '{request.node.path}::{request.node.name}' --impl {impl}"
+    check = Check(CLAUSES[cid], adapter, reproduce)
+    request.node.stash[CHECK_KEY] = check
+    return check
+
+
+@pytest.fixture(autouse=True)
+def _isolate(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Clause tests run seeded and leave no global state changed (RNG, dtype, grad mode...)."""
+    if request.node.get_closest_marker("clause") is None:
+        yield
+        return
+    cuda = list(range(torch.cuda.device_count()))
+    saved = (
+        torch.get_default_dtype(),
+        torch.is_grad_enabled(),
+        torch.are_deterministic_algorithms_enabled(),
+        torch.get_num_threads(),
+    )
+    with torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(seed_of(request.node))
+        try:
+            yield
+        finally:
+            torch.set_default_dtype(saved[0])
+            torch.set_grad_enabled(saved[1])
+            torch.use_deterministic_algorithms(saved[2])
+            torch.set_num_threads(saved[3])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the suite (``python -m spec``): pytest over ``spec.suite`` with ``argv`` added."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    has_target = any(not a.startswith("-") and ("/" in a or "::" in a or a.endswith(".py")) for a in args)
+    base = [] if has_target else ["--pyargs", "spec.suite"]
+    return int(pytest.main([*base, "-p", "no:cacheprovider", *args]))

@@ -1,0 +1,148 @@
+"""The conformance report: per-clause verdicts as a terminal table, JSON and Markdown."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from .clauses import CLAUSES, SECTIONS
+from .verdicts import ClauseResult, Outcome, Verdict, combine
+
+FORMAT = "attention-spec-report/1"
+
+
+@dataclasses.dataclass
+class Report:
+    """All clause results of one run against one implementation."""
+
+    implementation: str
+    clauses: list[ClauseResult]
+    environment: dict[str, str]
+
+    def counts(self) -> dict[str, int]:
+        """How many clauses got each verdict."""
+        return {v.value: sum(c.verdict is v for c in self.clauses) for v in Verdict}
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "implementation": self.implementation,
+            "environment": self.environment,
+            "summary": self.counts(),
+            "clauses": [c.to_json() for c in self.clauses],
+        }
+
+
+def build(
+    implementation: str, outcomes: Iterable[Outcome], environment: Mapping[str, str]
+) -> Report:
+    """Combine per-test outcomes into one result per clause, in paper order.
+
+    A clause that fails while a clause it depends on also fails says so in its reason, so that
+    one broken basic part does not look like many unrelated bugs.
+    """
+    by_clause: dict[str, list[Outcome]] = {}
+    for outcome in outcomes:
+        by_clause.setdefault(outcome.clause, []).append(outcome)
+    combined = {cid: combine(items) for cid, items in by_clause.items()}
+    failing = {cid for cid, o in combined.items() if o.verdict in (Verdict.DEVIATES, Verdict.ERROR)}
+    results = []
+    for cid, clause in CLAUSES.items():
+        if cid not in combined:
+            continue
+        o = combined[cid]
+        reason = o.reason
+        broken = [d for d in clause.depends_on if d in failing]
+        if cid in failing and broken:
+            reason = f"depends on {', '.join(broken)}, which fails; {reason}"
+        results.append(
+            ClauseResult(
+                id=cid,
+                section=clause.section,
+                title=clause.title,
+                verdict=o.verdict,
+                reason=reason,
+                variant=o.variant,
+                diagnosis=o.diagnosis,
+                expected=o.expected,
+                tests=len(by_clause[cid]),
+            )
+        )
+    return Report(implementation, results, dict(environment))
+
+
+def _one_line(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def table(report: Report, width: int = 100) -> str:
+    """The terminal table, grouped by paper section."""
+    lines = [f"Conformance of {report.implementation!r} to 'Attention Is All You Need'"]
+    lines.append("  " + ", ".join(f"{k} {v}" for k, v in report.environment.items()))
+    by_section: dict[str, list[ClauseResult]] = {}
+    for c in report.clauses:
+        by_section.setdefault(c.section, []).append(c)
+    id_width = max((len(c.id) for c in report.clauses), default=10)
+    for section, title in SECTIONS.items():
+        if section not in by_section:
+            continue
+        lines.append("")
+        lines.append(f"{section} {title}")
+        for c in by_section[section]:
+            verdict = c.verdict.value + (" (expected)" if c.expected else "")
+            reason = _describe(c)
+            room = max(width - id_width - 20, 20)
+            lines.append(f"  {c.id:<{id_width}}  {verdict:<13}  {_one_line(reason, room)}")
+    lines.append("")
+    lines.append("Summary: " + ", ".join(f"{n} {v}" for v, n in report.counts().items() if n))
+    return "\n".join(lines)
+
+
+def _describe(c: ClauseResult) -> str:
+    parts = []
+    if c.variant:
+        parts.append(f"[{c.variant}]")
+    if c.reason:
+        parts.append(c.reason)
+    if c.diagnosis and c.diagnosis not in c.reason:
+        parts.append(f"diagnosis: {c.diagnosis}")
+    if c.expected:
+        parts.append(f"(expected: {c.expected})")
+    return " ".join(parts)
+
+
+def markdown(report: Report) -> str:
+    """The report as a Markdown document."""
+    out = [f"# Conformance of `{report.implementation}`", ""]
+    out.append(", ".join(f"{k} `{v}`" for k, v in report.environment.items()))
+    out.append("")
+    out.append("| " + " | ".join(f"{v} {n}" for v, n in report.counts().items()) + " |")
+    out.append("|" + "---|" * len(Verdict))
+    out.append("")
+    for section, title in SECTIONS.items():
+        rows = [c for c in report.clauses if c.section == section]
+        if not rows:
+            continue
+        out += [f"## {section} {title}", "", "| clause | verdict | reason |", "|---|---|---|"]
+        for c in rows:
+            reason = _describe(c).replace("|", "\\|").replace("\n", " ")
+            out.append(f"| `{c.id}` | {c.verdict.value} | {reason} |")
+        out.append("")
+    return "\n".join(out)
+
+
+def write(report: Report, json_path: str | None, md_path: str | None) -> None:
+    """Write the JSON and/or Markdown files (parent folders are created)."""
+    for path, text in (
+        (json_path, lambda: json.dumps(report.to_json(), indent=2) + "\n"),
+        (md_path, lambda: markdown(report)),
+    ):
+        if path:
+            parent = os.path.dirname(os.path.abspath(path))
+            os.makedirs(parent, exist_ok=True)
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(text())

@@ -1,0 +1,1 @@
+"""The conformance suite: one module per paper section, each test marked with its clause."""

@@ -1,0 +1,83 @@
+"""Verdicts, per-test outcomes, and how a clause's tests combine into one verdict."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+
+class Verdict(str, enum.Enum):
+    """What the suite says of one clause for one implementation."""
+
+    CONFORMS = "CONFORMS"
+    VARIANT = "VARIANT"
+    DEVIATES = "DEVIATES"
+    NOT_PROVIDED = "NOT PROVIDED"
+    ERROR = "ERROR"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+# How verdicts of several tests of one clause combine: the most severe wins.
+SEVERITY = {
+    Verdict.NOT_PROVIDED: 0,
+    Verdict.CONFORMS: 1,
+    Verdict.VARIANT: 2,
+    Verdict.DEVIATES: 3,
+    Verdict.ERROR: 4,
+}
+
+
+@dataclasses.dataclass
+class Outcome:
+    """The verdict of one test (one clause, one parametrisation)."""
+
+    clause: str
+    verdict: Verdict
+    reason: str = ""
+    variant: str | None = None
+    diagnosis: str | None = None
+    expected: str | None = None  # the user's reason, when the deviation was declared expected
+    test: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["verdict"] = self.verdict.value
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Outcome:
+        return cls(**{**data, "verdict": Verdict(data["verdict"])})
+
+
+@dataclasses.dataclass
+class ClauseResult:
+    """The combined verdict of one clause, as reports show it."""
+
+    id: str
+    section: str
+    title: str
+    verdict: Verdict
+    reason: str
+    variant: str | None
+    diagnosis: str | None
+    expected: str | None
+    tests: int
+
+    def to_json(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["verdict"] = self.verdict.value
+        return data
+
+
+def combine(outcomes: Iterable[Outcome]) -> Outcome:
+    """The most severe outcome; among equals, the first. Variants found are all named."""
+    items = list(outcomes)
+    if not items:
+        raise ValueError("no outcomes to combine")
+    worst = max(items, key=lambda o: SEVERITY[o.verdict])
+    variants = sorted({v for o in items if o.variant for v in o.variant.split(", ")})
+    return dataclasses.replace(worst, variant=", ".join(variants) or None)

@@ -1,0 +1,68 @@
+"""Training pieces: the label-smoothed loss, Adam with the paper's settings, the Eq. 3 schedule.
+
+Implements: 5.3/adam, 5.3/eq3, 5.4/label-smoothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import Tensor, nn
+from torch.optim.lr_scheduler import LambdaLR
+
+
+class LabelSmoothingLoss(nn.Module):
+    r"""Cross-entropy against a smoothed target distribution (5.4/label-smoothing).
+
+    The target puts $1 - \epsilon_{ls}$ on the true token and spreads $\epsilon_{ls}$ uniformly
+    over the other tokens except padding (``V - 2`` of them). Positions whose target is
+    ``pad_id`` are ignored; the loss is the mean over the remaining positions.
+    """
+
+    def __init__(self, vocab: int, pad_id: int, smoothing: float = 0.1) -> None:
+        super().__init__()
+        if vocab < 3:
+            raise ValueError(f"label smoothing needs a vocabulary of at least 3 tokens, got {vocab}")
+        if not 0.0 <= smoothing < 1.0:
+            raise ValueError(f"smoothing must be in [0, 1), got {smoothing}")
+        self.vocab, self.pad_id, self.smoothing = vocab, pad_id, smoothing
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        """``logits`` ``[..., V]`` and integer ``target`` ``[...]``; returns a scalar."""
+        if logits.shape[:-1] != target.shape or logits.size(-1) != self.vocab:
+            raise ValueError(
+                f"logits {list(logits.shape)} do not match target {list(target.shape)} "
+                f"with vocabulary {self.vocab}"
+            )
+        logp = logits.float().log_softmax(dim=-1)
+        true = logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)
+        others = logp.sum(-1) - true - logp[..., self.pad_id]
+        eps = self.smoothing
+        per_token = -(1.0 - eps) * true - eps / (self.vocab - 2) * others
+        keep = target != self.pad_id
+        return (per_token * keep).sum() / keep.sum().clamp(min=1)
+
+
+def make_optimizer(params: Iterable[nn.Parameter], lr: float = 1.0) -> torch.optim.Adam:
+    """Adam with beta1 = 0.9, beta2 = 0.98, eps = 1e-9 (5.3/adam).
+
+    ``lr`` is 1.0 so that :func:`noam_scheduler` sets the learning rate itself.
+    """
+    return torch.optim.Adam(params, lr=lr, betas=(0.9, 0.98), eps=1e-9)
+
+
+def noam_rate(step: int, d_model: int, warmup: int = 4000) -> float:
+    r"""Eq. 3: $d_{model}^{-0.5} \cdot \min(step^{-0.5}, step \cdot warmup^{-1.5})$, for step >= 1."""
+    if step < 1:
+        raise ValueError(f"Eq. 3 is defined for steps >= 1 (the first update is step 1), got {step}")
+    return float(d_model**-0.5 * min(step**-0.5, step * warmup**-1.5))
+
+
+def noam_scheduler(optimizer: torch.optim.Optimizer, d_model: int, warmup: int = 4000) -> LambdaLR:
+    """A standard torch scheduler following Eq. 3: call ``scheduler.step()`` after each update.
+
+    The optimizer's base learning rate multiplies the rate (use 1.0 for the paper's schedule);
+    the first update runs at ``noam_rate(1)``.
+    """
+    return LambdaLR(optimizer, lambda done: noam_rate(done + 1, d_model, warmup))
