@@ -168,7 +168,7 @@ def capability(adapter: object, name: str) -> Capability:
         raise NotProvided(name)
     if not callable(method):
         raise AdapterError(f"adapter attribute `{name}` is not callable: {method!r}")
-    return method  # type: ignore[no-any-return]
+    return method
 
 
 def load_adapter(spec: str | None = None) -> Adapter:
@@ -202,7 +202,7 @@ def load_adapter(spec: str | None = None) -> Adapter:
     name = getattr(obj, "name", None)
     if not isinstance(name, str) or not name:
         raise AdapterError(f"{target!r} is not an adapter: it needs a non-empty `name` string")
-    return obj  # type: ignore[no-any-return]
+    return obj
 
 
 def module_device(module: nn.Module) -> torch.device:

@@ -113,9 +113,7 @@ class Check:
         if not isinstance(actual, Tensor):
             self.deviates(f"{what}: expected a tensor, got {type(actual).__name__}")
         if tuple(actual.shape) != tuple(expected.shape):
-            self.deviates(
-                f"{what}: shape {list(actual.shape)}, expected {list(expected.shape)}"
-            )
+            self.deviates(f"{what}: shape {list(actual.shape)}, expected {list(expected.shape)}")
         if actual.is_floating_point() and not bool(torch.isfinite(actual).all()):
             self.deviates(f"{what}: the output holds NaN or Inf")
         ratio = error_ratio(actual, expected, tol)

@@ -1,10 +1,8 @@
-"""The pytest plugin: options, fixtures, verdicts and the conformance report.
+"""The pytest plugin: fixtures, verdicts and the conformance report.
 
-Registered through the ``pytest11`` entry point, so it is active wherever the package is
-installed; it stays silent in runs that collect no clause test.
-
-Options: ``--impl`` (or ``$TRANSFORMER_SPEC_IMPL``), ``--conformance-json PATH``,
-``--conformance-md PATH``, ``--expected-deviations FILE``, ``--spec-profile {ci,thorough}``.
+:mod:`spec.pytest_plugin` (the ``pytest11`` entry point) declares the options and registers
+this module when pytest is configured. It is active wherever the package is installed and
+stays silent in runs that collect no clause test.
 """
 
 from __future__ import annotations
@@ -27,29 +25,6 @@ from .verdicts import Outcome, Verdict
 
 CHECK_KEY = pytest.StashKey[Check]()
 PROPERTY = "attention-spec"
-
-
-def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("attention-spec", "conformance to 'Attention Is All You Need'")
-    group.addoption(
-        "--impl",
-        default=None,
-        help=f"implementation under test: reference (default), torch.nn, or module:attribute "
-        f"naming an adapter (also ${ENV_VAR})",
-    )
-    group.addoption("--conformance-json", metavar="PATH", help="write the report as JSON")
-    group.addoption("--conformance-md", metavar="PATH", help="write the report as Markdown")
-    group.addoption(
-        "--expected-deviations",
-        metavar="FILE",
-        help="clause ids expected to deviate, one per line as 'clause-id: reason'",
-    )
-    group.addoption(
-        "--spec-profile",
-        choices=sorted(strategies.PROFILES),
-        default=None,
-        help="hypothesis profile for the property tests (default: ci, derandomised)",
-    )
 
 
 def parse_expected(path: str) -> dict[str, str]:
@@ -91,7 +66,20 @@ class ConformancePlugin:
                     ),
                     stacklevel=2,
                 )
-        self.adapter_name: str | None = None
+        self.adapter: Adapter | None = None
+
+    def load(self) -> Adapter:
+        """The adapter under test, loaded once; a bad ``--impl`` stops the run with its reason."""
+        if self.adapter is None:
+            try:
+                self.adapter = load_adapter(self.impl)
+            except AdapterError as exc:
+                raise pytest.UsageError(f"attention-spec: {exc}") from None
+        return self.adapter
+
+    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        if any(item.get_closest_marker("clause") for item in items):
+            self.load()
 
     # -- per test ---------------------------------------------------------------------------
     @pytest.hookimpl(hookwrapper=True)
@@ -109,7 +97,7 @@ class ConformancePlugin:
         if outcome.verdict in (Verdict.DEVIATES, Verdict.ERROR) and outcome.clause in self.expected:
             outcome.expected = self.expected[outcome.clause]
             rep.outcome = "skipped"
-            rep.wasxfail = f"expected deviation: {outcome.expected}"  # type: ignore[attr-defined]
+            rep.wasxfail = f"expected deviation: {outcome.expected}"
         rep.user_properties.append((PROPERTY, outcome.to_json()))
 
     def _outcome(
@@ -139,19 +127,23 @@ class ConformancePlugin:
             return Outcome(cid, Verdict.DEVIATES, dev.summary, diagnosis=dev.diagnosis, test=test)
         if isinstance(excinfo.value, AssertionError):
             first = str(excinfo.value).strip().splitlines()
-            return Outcome(cid, Verdict.DEVIATES, first[0] if first else "assertion failed", test=test)
+            return Outcome(
+                cid, Verdict.DEVIATES, first[0] if first else "assertion failed", test=test
+            )
         reason = f"{excinfo.typename}: {excinfo.value}".strip().splitlines()[0]
         where = "while setting up the test" if rep.when == "setup" else "raised"
         return Outcome(cid, Verdict.ERROR, f"{where}: {reason}", test=test)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         for name, value in report.user_properties:
-            if name == PROPERTY:
+            if name == PROPERTY and isinstance(value, dict):
                 self.outcomes.append(Outcome.from_json(value))
 
     # -- the report -------------------------------------------------------------------------
     def environment(self) -> dict[str, str]:
-        devices = "cpu" + (f", cuda ({torch.cuda.get_device_name(0)})" if torch.cuda.is_available() else "")
+        devices = "cpu" + (
+            f", cuda ({torch.cuda.get_device_name(0)})" if torch.cuda.is_available() else ""
+        )
         return {
             "spec": __version__,
             "torch": torch.__version__,
@@ -166,7 +158,7 @@ class ConformancePlugin:
         return f"attention-spec: implementation {impl}; {env}"
 
     def build_report(self) -> report.Report:
-        name = self.adapter_name or self.impl or "reference"
+        name = self.adapter.name if self.adapter is not None else self.impl or "reference"
         return report.build(name, self.outcomes, self.environment())
 
     @pytest.hookimpl(trylast=True)
@@ -190,8 +182,8 @@ class ConformancePlugin:
                 terminalreporter.write_line(f"conformance report written to {path}")
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "clause(id): the paper clause this test checks")
+def configure(config: pytest.Config) -> None:
+    """Called by :mod:`spec.pytest_plugin` once pytest is configured."""
     strategies.select_profile(config.getoption("--spec-profile"))
     config.pluginmanager.register(ConformancePlugin(config), "attention-spec-report")
 
@@ -231,13 +223,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 @pytest.fixture(scope="session")
 def adapter(request: pytest.FixtureRequest) -> Adapter:
     """The adapter of the implementation under test."""
-    plugin = _plugin(request.config)
-    try:
-        loaded = load_adapter(plugin.impl)
-    except AdapterError as exc:
-        raise pytest.UsageError(f"attention-spec: {exc}") from None
-    plugin.adapter_name = loaded.name
-    return loaded
+    return _plugin(request.config).load()
 
 
 @pytest.fixture
@@ -303,6 +289,8 @@ def _isolate(request: pytest.FixtureRequest) -> Iterator[None]:
 def main(argv: list[str] | None = None) -> int:
     """Run the suite (``python -m spec``): pytest over ``spec.suite`` with ``argv`` added."""
     args = list(sys.argv[1:] if argv is None else argv)
-    has_target = any(not a.startswith("-") and ("/" in a or "::" in a or a.endswith(".py")) for a in args)
+    has_target = any(
+        not a.startswith("-") and ("/" in a or "::" in a or a.endswith(".py")) for a in args
+    )
     base = [] if has_target else ["--pyargs", "spec.suite"]
     return int(pytest.main([*base, "-p", "no:cacheprovider", *args]))

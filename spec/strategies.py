@@ -63,7 +63,9 @@ def attention_shapes(draw: st.DrawFn) -> tuple[int, int, int, int, int]:
 @st.composite
 def key_masks(draw: st.DrawFn, batch: int, queries: int, keys: int) -> torch.Tensor:
     """A boolean mask ``[batch, L_q, L_k]`` (True = may attend) with every row non-empty."""
-    bits = draw(st.lists(st.booleans(), min_size=batch * queries * keys, max_size=batch * queries * keys))
+    bits = draw(
+        st.lists(st.booleans(), min_size=batch * queries * keys, max_size=batch * queries * keys)
+    )
     mask = torch.tensor(bits, dtype=torch.bool).view(batch, queries, keys)
     keep = draw(st.integers(0, keys - 1))
     mask[..., keep] = True

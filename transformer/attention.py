@@ -84,7 +84,9 @@ class MultiHeadAttention(nn.Module):
     def __init__(self, d_model: int, h: int) -> None:
         super().__init__()
         if d_model % h:
-            raise ValueError(f"d_model ({d_model}) must be divisible by the number of heads h ({h})")
+            raise ValueError(
+                f"d_model ({d_model}) must be divisible by the number of heads h ({h})"
+            )
         self.d_model, self.h, self.d_k = d_model, h, d_model // h
         self.in_proj = nn.Linear(d_model, 3 * d_model, bias=False)  # rows: W^Q, W^K, W^V
         self.out_proj = nn.Linear(d_model, d_model, bias=False)  # W^O

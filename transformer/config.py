@@ -91,14 +91,22 @@ class TransformerConfig:
         return cls(**values)
 
 
-def base(src_vocab: int = 37000, tgt_vocab: int | None = None, **overrides: Any) -> TransformerConfig:
+def base(
+    src_vocab: int = 37000, tgt_vocab: int | None = None, **overrides: Any
+) -> TransformerConfig:
     """The paper's base model: N=6, d_model=512, d_ff=2048, h=8, P_drop=0.1, eps_ls=0.1."""
     tgt = src_vocab if tgt_vocab is None else tgt_vocab
-    values: dict[str, Any] = {"src_vocab": src_vocab, "tgt_vocab": tgt, "share_vocab": tgt == src_vocab}
+    values: dict[str, Any] = {
+        "src_vocab": src_vocab,
+        "tgt_vocab": tgt,
+        "share_vocab": tgt == src_vocab,
+    }
     return TransformerConfig.from_dict({**values, **overrides})
 
 
-def big(src_vocab: int = 37000, tgt_vocab: int | None = None, **overrides: Any) -> TransformerConfig:
+def big(
+    src_vocab: int = 37000, tgt_vocab: int | None = None, **overrides: Any
+) -> TransformerConfig:
     """The paper's big model: N=6, d_model=1024, d_ff=4096, h=16, P_drop=0.3."""
     values = {"d_model": 1024, "d_ff": 4096, "h": 16, "dropout": 0.3}
     return base(src_vocab, tgt_vocab, **{**values, **overrides})

@@ -14,7 +14,11 @@ from torch import Tensor, nn
 
 
 def positional_encoding(
-    length: int, d_model: int, *, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None
+    length: int,
+    d_model: int,
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str | None = None,
 ) -> Tensor:
     r"""The sinusoidal encoding ``[length, d_model]`` of section 3.5.
 

@@ -133,9 +133,13 @@ class Transformer(nn.Module):
     @staticmethod
     def _check_tokens(tokens: Tensor, vocab: int, name: str) -> None:
         if tokens.dtype not in (torch.long, torch.int32, torch.int16, torch.uint8, torch.int8):
-            raise TypeError(f"{name} token ids must be an integer tensor (torch.long), got {tokens.dtype}")
+            raise TypeError(
+                f"{name} token ids must be an integer tensor (torch.long), got {tokens.dtype}"
+            )
         if tokens.dim() != 2:
-            raise ValueError(f"{name} token ids must be [batch, length], got shape {list(tokens.shape)}")
+            raise ValueError(
+                f"{name} token ids must be [batch, length], got shape {list(tokens.shape)}"
+            )
         if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= vocab):
             raise ValueError(
                 f"{name} token ids must lie in [0, {vocab}), got values in "

@@ -29,8 +29,16 @@ SYMBOLS = 10  # tokens 3 .. 12; 0, 1, 2 are pad, bos, eos
 def toy_config(**overrides: object) -> TransformerConfig:
     """A small model for the toy tasks (trains in seconds on two CPU cores)."""
     values: dict[str, object] = {
-        "src_vocab": SYMBOLS + 3, "tgt_vocab": SYMBOLS + 3, "share_vocab": True, "d_model": 64,
-        "h": 4, "d_ff": 128, "n_layers": 2, "dropout": 0.0, "label_smoothing": 0.0, "max_len": 64,
+        "src_vocab": SYMBOLS + 3,
+        "tgt_vocab": SYMBOLS + 3,
+        "share_vocab": True,
+        "d_model": 64,
+        "h": 4,
+        "d_ff": 128,
+        "n_layers": 2,
+        "dropout": 0.0,
+        "label_smoothing": 0.0,
+        "max_len": 64,
     }
     return TransformerConfig.from_dict({**values, **overrides})
 
@@ -129,7 +137,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     after = accuracy(reloaded, src, tgt)
     final = sum(result.losses[-20:]) / min(20, len(result.losses))
     print(f"task {args.task}: {args.steps} steps in {result.seconds:.1f} s, final loss {final:.4f}")
-    print(f"exact-match accuracy on the training examples: untrained {before:.1%}, trained {after:.1%}")
+    print(
+        f"exact-match accuracy on the training examples: untrained {before:.1%}, trained {after:.1%}"
+    )
     print(f"saved to {args.out} and reloaded from it")
     return 0 if math.isfinite(final) else 1
 

@@ -23,7 +23,9 @@ class LabelSmoothingLoss(nn.Module):
     def __init__(self, vocab: int, pad_id: int, smoothing: float = 0.1) -> None:
         super().__init__()
         if vocab < 3:
-            raise ValueError(f"label smoothing needs a vocabulary of at least 3 tokens, got {vocab}")
+            raise ValueError(
+                f"label smoothing needs a vocabulary of at least 3 tokens, got {vocab}"
+            )
         if not 0.0 <= smoothing < 1.0:
             raise ValueError(f"smoothing must be in [0, 1), got {smoothing}")
         self.vocab, self.pad_id, self.smoothing = vocab, pad_id, smoothing
@@ -55,7 +57,9 @@ def make_optimizer(params: Iterable[nn.Parameter], lr: float = 1.0) -> torch.opt
 def noam_rate(step: int, d_model: int, warmup: int = 4000) -> float:
     r"""Eq. 3: $d_{model}^{-0.5} \cdot \min(step^{-0.5}, step \cdot warmup^{-1.5})$, for step >= 1."""
     if step < 1:
-        raise ValueError(f"Eq. 3 is defined for steps >= 1 (the first update is step 1), got {step}")
+        raise ValueError(
+            f"Eq. 3 is defined for steps >= 1 (the first update is step 1), got {step}"
+        )
     return float(d_model**-0.5 * min(step**-0.5, step * warmup**-1.5))
 
 

@@ -88,7 +88,9 @@ def _layout(module: nn.Module) -> Mapping:
             for name, (path, r, w) in _ffn_map(f"{stack}.{i}.ffn.").items():
                 out[name] = (f"{base}ffn.{path}", r, w)
             for k in range(1, 4 if stack == "decoder" else 3):
-                for name, (path, r, w) in _norm_map(f"{stack}.{i}.norm_{k}.", f"residual_{k}").items():
+                for name, (path, r, w) in _norm_map(
+                    f"{stack}.{i}.norm_{k}.", f"residual_{k}"
+                ).items():
                     out[name] = (base + path, r, w)
     return out
 
@@ -119,13 +121,13 @@ class ReferenceAdapter:
     def multi_head_forward(
         self, module: nn.Module, x: Tensor, memory: Tensor | None, mask: Tensor | None
     ) -> Tensor:
-        return module(x, memory, mask)[0]  # type: ignore[no-any-return]
+        return module(x, memory, mask)[0]
 
     def feed_forward(self, d_model: int, d_ff: int) -> nn.Module:
         return T.FeedForward(d_model, d_ff)
 
     def feed_forward_forward(self, module: nn.Module, x: Tensor) -> Tensor:
-        return module(x)  # type: ignore[no-any-return]
+        return module(x)
 
     def positional_encoding(self, length: int, d_model: int) -> Tensor:
         return T.positional_encoding(length, d_model, dtype=torch.float64)
@@ -162,7 +164,7 @@ class ReferenceAdapter:
             raise KeyError(f"unknown parameters {unknown}")
         with torch.no_grad():
             for name, value in params.items():
-                path, read, write = layout[name]
+                path, _, write = layout[name]
                 target = _tensor(module, path)
                 if "#" in path:  # one of W^Q, W^K, W^V inside in_proj.weight
                     i = int(path.split("#")[1])
@@ -178,10 +180,10 @@ class ReferenceAdapter:
         return model.positions(model.tgt_embed(tgt))
 
     def encode(self, model: T.Transformer, x: Tensor, src_mask: Tensor) -> Tensor:
-        return model.encoder(x, src_mask.unsqueeze(1))  # type: ignore[no-any-return]
+        return model.encoder(x, src_mask.unsqueeze(1))
 
     def decode(self, model: T.Transformer, y: Tensor, memory: Tensor, src_mask: Tensor) -> Tensor:
-        return model.decoder(y, memory, src_mask.unsqueeze(1))  # type: ignore[no-any-return]
+        return model.decoder(y, memory, src_mask.unsqueeze(1))
 
     def decode_incremental(
         self, model: T.Transformer, y: Tensor, memory: Tensor, src_mask: Tensor
@@ -194,14 +196,14 @@ class ReferenceAdapter:
         return torch.cat(steps, dim=1)
 
     def project(self, model: T.Transformer, y: Tensor) -> Tensor:
-        return model.generator(y)  # type: ignore[no-any-return]
+        return model.generator(y)
 
     def decoder_input(self, tgt: Tensor, bos_id: int) -> Tensor:
         return T.shift_right(tgt, bos_id)
 
     # -- training and decoding -------------------------------------------------------------
     def loss(self, logits: Tensor, target: Tensor, pad_id: int) -> Tensor:
-        return T.LabelSmoothingLoss(logits.size(-1), pad_id, 0.1)(logits, target)  # type: ignore[no-any-return]
+        return T.LabelSmoothingLoss(logits.size(-1), pad_id, 0.1)(logits, target)
 
     def lr_schedule(self, d_model: int, warmup: int) -> Callable[[int], float]:
         return lambda step: T.noam_rate(step, d_model, warmup)
@@ -209,7 +211,9 @@ class ReferenceAdapter:
     def optimizer(self, params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
         return T.make_optimizer(params)
 
-    def beam_search(self, model: T.Transformer, src: Tensor, src_mask: Tensor, config: Config) -> list[int]:
+    def beam_search(
+        self, model: T.Transformer, src: Tensor, src_mask: Tensor, config: Config
+    ) -> list[int]:
         return T.beam_search(model, src)
 
     def greedy(
