@@ -28,9 +28,12 @@ def tests(session: nox.Session) -> None:
     install(session, "test")
     session.run(
         "pytest",
-        "-n", "2",
-        "--cov", "--cov-report=term",
-        "tests", "spec/suite",
+        "-n",
+        "2",
+        "--cov",
+        "--cov-report=term",
+        "tests",
+        "spec/suite",
         *session.posargs,
     )
 

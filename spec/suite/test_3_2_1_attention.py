@@ -13,8 +13,11 @@ from spec.strategies import attention_shapes, key_masks, settings
 
 
 def _inputs(env: Env, rng: torch.Generator, b: int, lq: int, lk: int, dk: int, dv: int):
-    return (env.randn(b, lq, dk, generator=rng), env.randn(b, lk, dk, generator=rng),
-            env.randn(b, lk, dv, generator=rng))
+    return (
+        env.randn(b, lq, dk, generator=rng),
+        env.randn(b, lk, dk, generator=rng),
+        env.randn(b, lk, dv, generator=rng),
+    )
 
 
 def _scale_bugs(q, k, v, mask=None) -> dict[str, torch.Tensor]:
@@ -32,8 +35,13 @@ def test_eq1(clause: Check, env: Env, rng: torch.Generator, shape) -> None:
     """Any L_q, L_k, d_k and d_v: the output equals Eq. 1 computed in float64."""
     attention = clause.require("attention")
     q, k, v = _inputs(env, rng, *shape)
-    clause.close(attention(q, k, v, None), oracle.attention(q, k, v), "Attention(Q, K, V)",
-                 env.tol, _scale_bugs(q, k, v))
+    clause.close(
+        attention(q, k, v, None),
+        oracle.attention(q, k, v),
+        "Attention(Q, K, V)",
+        env.tol,
+        _scale_bugs(q, k, v),
+    )
 
 
 @pytest.mark.clause("3.2.1/scale")
@@ -42,8 +50,13 @@ def test_scale(clause: Check, env: Env, rng: torch.Generator) -> None:
     attention = clause.require("attention")
     q, k, v = _inputs(env, rng, 2, 5, 6, 16, 8)
     q = q * 2  # large scores make the scale matter
-    clause.close(attention(q, k, v, None), oracle.attention(q, k, v), "Attention(Q, K, V)",
-                 env.tol, _scale_bugs(q, k, v))
+    clause.close(
+        attention(q, k, v, None),
+        oracle.attention(q, k, v),
+        "Attention(Q, K, V)",
+        env.tol,
+        _scale_bugs(q, k, v),
+    )
 
 
 @pytest.mark.clause("3.2.1/softmax-over-keys")
@@ -79,8 +92,9 @@ def test_mask(clause: Check, env: Env, rng: torch.Generator, data: st.DataObject
     # values and keys behind the mask must not matter at all
     hidden = ~mask.any(dim=1).unsqueeze(-1)  # [b, lk, 1]: keys that no query may see
     v2 = torch.where(hidden, v + 100 * env.randn(b, lk, dv, generator=rng), v)
-    clause.close(attention(q, k, v2, mask), expected, "masked attention with changed hidden values",
-                 env.tol)
+    clause.close(
+        attention(q, k, v2, mask), expected, "masked attention with changed hidden values", env.tol
+    )
 
 
 @pytest.mark.clause("3.2.1/permutation")
@@ -94,7 +108,12 @@ def test_permutation(clause: Check, env: Env, rng: torch.Generator, shape, seed:
     g = torch.Generator().manual_seed(seed)
     pk, pq = torch.randperm(lk, generator=g), torch.randperm(lq, generator=g)
     out = attention(q, k, v, None)
-    clause.close(attention(q, k[:, pk], v[:, pk], None), out, "output after permuting keys and values",
-                 env.tol)
-    clause.close(attention(q[:, pq], k, v, None), out[:, pq], "output after permuting queries",
-                 env.tol)
+    clause.close(
+        attention(q, k[:, pk], v[:, pk], None),
+        out,
+        "output after permuting keys and values",
+        env.tol,
+    )
+    clause.close(
+        attention(q[:, pq], k, v, None), out[:, pq], "output after permuting queries", env.tol
+    )
