@@ -76,8 +76,16 @@ def load_checkpoint(
         }
         raise CheckpointError(f"{path}: configuration mismatch (asked, stored): {diff}")
     model = Transformer(stored).to(map_location)
+    state = payload.get("state_dict")
+    floats = [
+        t.dtype
+        for t in getattr(state, "values", list)()
+        if torch.is_tensor(t) and t.is_floating_point()
+    ]
+    if floats:
+        model = model.to(floats[0])  # the dtype the model was saved in, not the default
     try:
-        model.load_state_dict(payload["state_dict"])
+        model.load_state_dict(state)
     except (KeyError, RuntimeError) as exc:
         raise CheckpointError(f"{path}: weights do not fit the configuration: {exc}") from None
     return model

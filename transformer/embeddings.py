@@ -60,7 +60,9 @@ class PositionalEncoding(nn.Module):
 
     def __init__(self, d_model: int, max_len: int, dropout: float) -> None:
         super().__init__()
-        self.register_buffer("pe", positional_encoding(max_len, d_model), persistent=False)
+        # kept in float64, so that a model cast to float64 gets the exact table
+        table = positional_encoding(max_len, d_model, dtype=torch.float64)
+        self.register_buffer("pe", table, persistent=False)
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: Tensor, offset: int = 0) -> Tensor:
