@@ -105,12 +105,20 @@ class Config:
 
 
 class NotProvided(Exception):
-    """Raised when the implementation under test does not expose a capability."""
+    """Raised when the implementation under test does not expose a capability.
 
-    def __init__(self, capability: str, detail: str = "") -> None:
+    ``detail`` says what exactly is missing, or why (an adapter explains what it leaves out in
+    its optional ``not_provided`` mapping, capability name -> reason).
+    """
+
+    def __init__(self, capability: str, detail: str = "", *, missing_method: bool = False) -> None:
         self.capability = capability
-        message = f"the adapter does not provide `{capability}`"
-        super().__init__(f"{message}: {detail}" if detail else message)
+        if missing_method:
+            message = f"the adapter does not provide `{capability}`"
+            message = f"{message}: {detail}" if detail else message
+        else:
+            message = f"`{capability}`: {detail}" if detail else f"`{capability}` is not provided"
+        super().__init__(message)
 
 
 class AdapterError(Exception):
@@ -126,6 +134,7 @@ class Adapter(Protocol):
     """
 
     name: str
+    # not_provided: Mapping[str, str]   (optional: why each missing capability is missing)
 
     # -- 3.2.1 scaled dot-product attention ------------------------------------------------
     # attention(q [B,Lq,d_k], k [B,Lk,d_k], v [B,Lk,d_v], mask bool|None) -> [B,Lq,d_v]
@@ -165,7 +174,8 @@ def capability(adapter: object, name: str) -> Capability:
     """Return the adapter's method ``name``, or raise :class:`NotProvided` naming it."""
     method = getattr(adapter, name, None)
     if method is None:
-        raise NotProvided(name)
+        reasons = getattr(adapter, "not_provided", None) or {}
+        raise NotProvided(name, str(reasons.get(name, "")), missing_method=True)
     if not callable(method):
         raise AdapterError(f"adapter attribute `{name}` is not callable: {method!r}")
     return method

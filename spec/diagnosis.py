@@ -32,6 +32,55 @@ KNOWN_BUGS: dict[str, str] = {
     "encoder-causal": "the encoder self-attention is causally masked",
     "cross-attention-causal": "the encoder-decoder attention is causally masked",
     "decoder-not-causal": "the decoder self-attention is not causally masked",
+    # 3.4, 3.5
+    "pre-softmax-scale": "the pre-softmax logits are multiplied by sqrt(d_model) as well",
+    "pre-softmax-inverse-scale": "the pre-softmax logits are divided by sqrt(d_model)",
+    "exponent-column": "the exponent uses the column index c/d_model instead of 2i/d_model "
+    "(the cosine of a pair gets a different frequency than its sine)",
+    # 5.3
+    "adam-beta2-0.999": "Adam's beta2 is 0.999 (PyTorch's default) instead of 0.98",
+    "adam-eps-1e-8": "Adam's epsilon is 1e-8 (PyTorch's default) instead of 1e-9",
+    "adam-defaults": "Adam runs with PyTorch's defaults: beta2 = 0.999 and epsilon = 1e-8",
+    "adamw-weight-decay": "the optimizer is AdamW with weight decay 0.01 (PyTorch's default)",
+    "schedule-off-by-one": "the schedule is evaluated at step + 1 (steps counted from 0)",
+    "schedule-no-dmodel-factor": "the schedule lacks the d_model^-0.5 factor",
+    "schedule-fixed-warmup": "the schedule ignores its warmup argument (always 4000)",
+    # 5.4
+    "no-residual-dropout": "no dropout on the sub-layer outputs",
+    "dropout-after-residual": "dropout is applied to x + Sublayer(x), after the residual "
+    "addition, instead of to Sublayer(x)",
+    "no-embedding-dropout": "no dropout on the sum of embeddings and positional encodings",
+    "dropout-before-positions": "dropout is applied to the embeddings before the positional "
+    "encoding is added, not to their sum",
+    "dropout-in-eval": "dropout stays active in evaluation mode",
+    "no-label-smoothing": "the loss is plain cross-entropy (eps_ls = 0)",
+    "label-smoothing-0.2": "label smoothing with eps_ls = 0.2 instead of 0.1",
+    "padding-in-loss": "positions whose target is padding contribute to the loss",
+    # 6.1
+    "beam-no-length-penalty": "hypotheses are ranked by raw log-probability (alpha = 0)",
+    "beam-alpha-1": "the length penalty uses alpha = 1 (plain per-token average) instead of 0.6",
+    "beam-greedy": "decoding is greedy (beam size 1)",
+    "beam-size-2": "the beam holds 2 hypotheses instead of 4",
+    "beam-size-8": "the beam holds 8 hypotheses instead of 4",
+    "beam-max-len-50": "the output is limited to 50 tokens, not input length + 50",
+    "beam-max-len-100": "the output is limited to 100 tokens, not input length + 50",
+    "beam-fixed-width": "the beam keeps beam_size candidates at every step instead of giving "
+    "each ended hypothesis's place up (so it does not stop early)",
+    # practice
+    "mask-ignored-in-encoder": "the encoder ignores the padding mask",
+    "cache-ignored": "incremental decoding ignores the cached prefix: each step attends to "
+    "itself only",
+    "checkpoint-dtype-lost": "load returns the model in another dtype than the one saved",
+    # 3.1, 3.3
+    "no-norm": "the LayerNorm around the sub-layers is missing (x + Sublayer(x))",
+    "shared-layers": "the layers of a stack share one set of parameters",
+    "sublayer-order": "the sub-layers of a layer are applied in the wrong order",
+    "missing-sublayer": "a layer lacks one of its sub-layers",
+    "hidden-final-norm": "an extra LayerNorm after the stack that the adapter does not expose",
+    "memory-not-shared": "a decoder layer does not attend to the final encoder output",
+    "cross-attention-self": "the encoder-decoder attention attends to the decoder's own states",
+    "not-shifted": "the decoder input is the target itself, not shifted right",
+    "ffn-mixes-positions": "the feed-forward network mixes positions (not position-wise)",
 }
 """Every bug the suite can name, with what it means."""
 

@@ -277,6 +277,7 @@ def _isolate(request: pytest.FixtureRequest) -> Iterator[None]:
     )
     with torch.random.fork_rng(devices=cuda):
         torch.manual_seed(seed_of(request.node))
+        torch.set_num_threads(1)  # the suite's models are small: threads only contend
         try:
             yield
         finally:

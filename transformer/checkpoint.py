@@ -77,11 +77,9 @@ def load_checkpoint(
         raise CheckpointError(f"{path}: configuration mismatch (asked, stored): {diff}")
     model = Transformer(stored).to(map_location)
     state = payload.get("state_dict")
-    floats = [
-        t.dtype
-        for t in getattr(state, "values", list)()
-        if torch.is_tensor(t) and t.is_floating_point()
-    ]
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: the checkpoint holds no state dict")
+    floats = [t.dtype for t in state.values() if torch.is_tensor(t) and t.is_floating_point()]
     if floats:
         model = model.to(floats[0])  # the dtype the model was saved in, not the default
     try:

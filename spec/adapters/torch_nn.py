@@ -99,7 +99,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -281,6 +281,26 @@ class TorchNNAdapter:
     """
 
     name = "torch.nn"
+
+    not_provided: ClassVar[dict[str, str]] = {
+        "attention_weights": "F.scaled_dot_product_attention does not return the weights",
+        "feed_forward": "torch.nn has no standalone position-wise FFN module (it is checked "
+        "inside the layers)",
+        "positional_encoding": "nn.Transformer has no positional encoding",
+        "embed_source": "nn.Transformer takes embedded inputs: no token embeddings, no "
+        "sqrt(d_model) scale, no positional encoding",
+        "embed_target": "nn.Transformer takes embedded inputs: no token embeddings",
+        "project": "nn.Transformer has no pre-softmax linear map (generator)",
+        "decoder_input": "nn.Transformer leaves the shifted-right decoder input to the caller",
+        "decode_incremental": "nn.Transformer has no key/value cache",
+        "loss": "nn.Transformer has no loss; label smoothing is nn.CrossEntropyLoss's option",
+        "lr_schedule": "torch.nn prescribes no learning-rate schedule",
+        "optimizer": "torch.nn prescribes no optimizer",
+        "beam_search": "torch.nn has no decoding",
+        "greedy": "torch.nn has no decoding",
+        "length_penalty": "torch.nn has no decoding",
+    }
+    """Why each capability is missing: the report shows these reasons."""
 
     # -- 3.2.1 ---------------------------------------------------------------------------
     def attention(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:

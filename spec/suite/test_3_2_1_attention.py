@@ -29,19 +29,23 @@ def _scale_bugs(q, k, v, mask=None) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.clause("3.2.1/eq1")
-@settings()
-@given(shape=attention_shapes())
-def test_eq1(clause: Check, env: Env, rng: torch.Generator, shape) -> None:
+def test_eq1(clause: Check, env: Env, rng: torch.Generator) -> None:
     """Any L_q, L_k, d_k and d_v: the output equals Eq. 1 computed in float64."""
     attention = clause.require("attention")
-    q, k, v = _inputs(env, rng, *shape)
-    clause.close(
-        attention(q, k, v, None),
-        oracle.attention(q, k, v),
-        "Attention(Q, K, V)",
-        env.tol,
-        _scale_bugs(q, k, v),
-    )
+
+    @settings()
+    @given(shape=attention_shapes())
+    def check(shape: tuple[int, int, int, int, int]) -> None:
+        q, k, v = _inputs(env, rng, *shape)
+        clause.close(
+            attention(q, k, v, None),
+            oracle.attention(q, k, v),
+            "Attention(Q, K, V)",
+            env.tol,
+            _scale_bugs(q, k, v),
+        )
+
+    check()
 
 
 @pytest.mark.clause("3.2.1/scale")
@@ -78,42 +82,44 @@ def test_softmax_over_keys(clause: Check, env: Env, rng: torch.Generator) -> Non
 
 
 @pytest.mark.clause("3.2.1/mask")
-@settings()
-@given(data=st.data())
-def test_mask(clause: Check, env: Env, rng: torch.Generator, data: st.DataObject) -> None:
+def test_mask(clause: Check, env: Env, rng: torch.Generator) -> None:
     """Masked keys get weight exactly 0: the output ignores their keys and values."""
     attention = clause.require("attention")
-    b, lq, lk, dk, dv = data.draw(attention_shapes())
-    mask = data.draw(key_masks(b, lq, lk)).to(env.device)
-    q, k, v = _inputs(env, rng, b, lq, lk, dk, dv)
-    expected = oracle.attention(q, k, v, mask)
-    bugs = {"mask-ignored": oracle.attention(q, k, v), **_scale_bugs(q, k, v, mask)}
-    clause.close(attention(q, k, v, mask), expected, "masked attention", env.tol, bugs)
-    # values and keys behind the mask must not matter at all
-    hidden = ~mask.any(dim=1).unsqueeze(-1)  # [b, lk, 1]: keys that no query may see
-    v2 = torch.where(hidden, v + 100 * env.randn(b, lk, dv, generator=rng), v)
-    clause.close(
-        attention(q, k, v2, mask), expected, "masked attention with changed hidden values", env.tol
-    )
+
+    @settings()
+    @given(data=st.data())
+    def check(data: st.DataObject) -> None:
+        b, lq, lk, dk, dv = data.draw(attention_shapes())
+        mask = data.draw(key_masks(b, lq, lk)).to(env.device)
+        q, k, v = _inputs(env, rng, b, lq, lk, dk, dv)
+        expected = oracle.attention(q, k, v, mask)
+        bugs = {"mask-ignored": oracle.attention(q, k, v), **_scale_bugs(q, k, v, mask)}
+        clause.close(attention(q, k, v, mask), expected, "masked attention", env.tol, bugs)
+        # values behind the mask must not matter at all
+        hidden = ~mask.any(dim=1).unsqueeze(-1)  # [b, lk, 1]: keys that no query may see
+        v2 = torch.where(hidden, v + 100 * env.randn(b, lk, dv, generator=rng), v)
+        changed = attention(q, k, v2, mask)
+        clause.close(changed, expected, "masked attention with changed hidden values", env.tol)
+
+    check()
 
 
 @pytest.mark.clause("3.2.1/permutation")
-@settings()
-@given(shape=attention_shapes(), seed=st.integers(0, 2**16))
-def test_permutation(clause: Check, env: Env, rng: torch.Generator, shape, seed: int) -> None:
+def test_permutation(clause: Check, env: Env, rng: torch.Generator) -> None:
     """Permuting keys with values leaves the output; permuting queries permutes its rows."""
     attention = clause.require("attention")
-    b, lq, lk, dk, dv = shape
-    q, k, v = _inputs(env, rng, b, lq, lk, dk, dv)
-    g = torch.Generator().manual_seed(seed)
-    pk, pq = torch.randperm(lk, generator=g), torch.randperm(lq, generator=g)
-    out = attention(q, k, v, None)
-    clause.close(
-        attention(q, k[:, pk], v[:, pk], None),
-        out,
-        "output after permuting keys and values",
-        env.tol,
-    )
-    clause.close(
-        attention(q[:, pq], k, v, None), out[:, pq], "output after permuting queries", env.tol
-    )
+
+    @settings()
+    @given(shape=attention_shapes(), seed=st.integers(0, 2**16))
+    def check(shape: tuple[int, int, int, int, int], seed: int) -> None:
+        b, lq, lk, dk, dv = shape
+        q, k, v = _inputs(env, rng, b, lq, lk, dk, dv)
+        g = torch.Generator().manual_seed(seed)
+        pk, pq = torch.randperm(lk, generator=g), torch.randperm(lq, generator=g)
+        out = attention(q, k, v, None)
+        permuted_keys = attention(q, k[:, pk], v[:, pk], None)
+        clause.close(permuted_keys, out, "output after permuting keys and values", env.tol)
+        permuted_queries = attention(q[:, pq], k, v, None)
+        clause.close(permuted_queries, out[:, pq], "output after permuting queries", env.tol)
+
+    check()
