@@ -339,6 +339,10 @@ _ALL: tuple[Clause, ...] = (
                 "two-way-tying",
                 "Only the target embedding and the pre-softmax map share their weights.",
             ),
+            Variant(
+                "shared-embeddings",
+                "Source and target embeddings share one matrix; the pre-softmax map is separate.",
+            ),
         ),
     ),
     _c(
@@ -468,6 +472,7 @@ _ALL: tuple[Clause, ...] = (
                 "eps_ls is spread over the V - 2 tokens that are neither true nor padding.",
             ),
             Variant("kl-loss", "The loss is reported as KL divergence, not cross-entropy."),
+            Variant("summed-loss", "The loss is summed over the target tokens, not averaged."),
         ),
     ),
     # -- 6.1 and Table 3 ---------------------------------------------------------------------
@@ -495,6 +500,8 @@ _ALL: tuple[Clause, ...] = (
                 "no-projection-biases",
                 "The attention projections are plain matrices (4d^2 per block), as 3.2.2 reads.",
             ),
+            Variant("generator-bias", "The pre-softmax linear map has a bias (V parameters)."),
+            LEARNED_POSITIONS,
         ),
         depends_on=("3.2.2/head-dims", "3.3/dims", "3.4/weight-tying"),
     ),

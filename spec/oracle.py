@@ -714,33 +714,44 @@ def beam_search(
     max_len: int,
     beam_size: int = 4,
     alpha: float = 0.6,
+    *,
+    fixed_width: bool = False,
 ) -> list[int]:
     """Beam search with length penalty (6.1/beam-search), written for reading, not speed.
 
-    Exact semantics (the reference implementation matches them):
+    Exact semantics (those of the reference implementation, ``transformer.decoding``; the paper
+    gives only beam size, alpha and the length limit):
 
-    1. The beam starts as the single live prefix ``[bos]`` with log-probability 0.
+    1. The beam starts as the single live prefix ``[bos]`` with log-probability 0; no
+       hypothesis has ended.
     2. At each step, ``step_log_probs(prefixes)`` gives next-token log-probabilities
        ``[n_live, V]`` for the live prefixes (each starting with ``bos``). Every live prefix is
        extended by every token; the candidates are ranked by their summed log-probability
        (all have the same length, so this is also the ranking by normalised score), ties
-       broken by live-prefix order and then by token id, and the best ``beam_size`` are kept.
-    3. A kept candidate that ends in ``eos`` is finished and set aside with the score
+       broken by live-prefix order and then by token id, and the best ``k`` are kept, where
+       ``k = beam_size - (number of hypotheses ended so far)``: every ended hypothesis takes
+       one place of the beam for good.
+    3. A kept candidate that ends in ``eos`` has ended: it is set aside with the score
        ``log P(Y) / lp(|Y|)``, where ``|Y|`` counts the generated tokens including ``eos``
-       (not ``bos``); the others are the live prefixes of the next step (so the beam may
-       shrink below ``beam_size``).
-    4. The search stops when a step leaves no live prefix (all kept candidates finished), or
-       after ``max_len`` steps; then the live prefixes join the finished ones, unended, with
-       their normalised scores.
+       (not ``bos``); the others are the live prefixes of the next step.
+    4. The search stops early when a step leaves no live prefix (then ``beam_size``
+       hypotheses have ended, or fewer if there were fewer than ``k`` candidates), or after
+       ``max_len`` steps; then the live prefixes join the ended ones, unended, with their
+       normalised scores.
     5. The result is the hypothesis with the best normalised score (the earliest set aside
        on ties), without ``bos``, with ``eos`` if it generated one.
 
     With ``beam_size=1`` this is greedy decoding that stops at ``eos``. The paper uses
     ``beam_size=4``, ``alpha=0.6`` and ``max_len`` = input length + 50.
+
+    Bug knob (for diagnosis): ``fixed_width=True`` keeps ``beam_size`` candidates at every
+    step however many hypotheses have ended, so the search goes on until one step's kept
+    candidates all end (in practice, nearly always to ``max_len``).
     """
     live: list[tuple[list[int], float]] = [([bos], 0.0)]
-    finished: list[tuple[list[int], float]] = []  # (tokens without bos, normalised score)
+    ended: list[tuple[list[int], float]] = []  # (tokens without bos, normalised score)
     for _ in range(max_len):
+        k = beam_size if fixed_width else beam_size - len(ended)
         log_probs = _f64(step_log_probs([prefix for prefix, _ in live]))
         if log_probs.dim() != 2 or log_probs.shape[0] != len(live):
             raise ValueError(
@@ -753,17 +764,17 @@ def beam_search(
                 candidates.append((score + lp, [*prefix, token]))
         candidates.sort(key=lambda c: -c[0])  # stable: ties keep prefix, then token order
         live = []
-        for score, seq in candidates[:beam_size]:
+        for score, seq in candidates[:k]:
             if seq[-1] == eos:
-                finished.append((seq[1:], score / length_penalty(len(seq) - 1, alpha)))
+                ended.append((seq[1:], score / length_penalty(len(seq) - 1, alpha)))
             else:
                 live.append((seq, score))
         if not live:
             break
     for seq, score in live:
-        finished.append((seq[1:], score / length_penalty(len(seq) - 1, alpha)))
-    best_tokens, best_score = finished[0]
-    for tokens, score in finished[1:]:
+        ended.append((seq[1:], score / length_penalty(len(seq) - 1, alpha)))
+    best_tokens, best_score = ended[0]
+    for tokens, score in ended[1:]:
         if score > best_score:
             best_tokens, best_score = tokens, score
     return best_tokens

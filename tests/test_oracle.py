@@ -768,6 +768,21 @@ def test_beam_beats_greedy() -> None:
     assert oracle.beam_search(step, BOS, EOS, 5, beam_size=2) == [B, EOS]
 
 
+def test_beam_ended_hypotheses_keep_their_place() -> None:
+    # Beam 2: [eos] ends at step 1 and keeps its place, so step 2 keeps one candidate only:
+    # [a, b] (-0.5) beats [a, eos] (-0.7), which is never set aside. [a, b, eos] ends at -2.0
+    # (-1.68 normalised), the second ended hypothesis: the search stops and [eos] (-1.0) wins.
+    # Keeping two candidates at every step would set [a, eos] (-0.64 normalised) aside instead.
+    table = {
+        (BOS,): {A: -0.3, EOS: -1.0},
+        (BOS, A): {B: -0.2, EOS: -0.4},
+        (BOS, A, B): {EOS: -1.5},
+    }
+    step = table_model(table, {EOS: -0.1})
+    assert oracle.beam_search(step, BOS, EOS, 10, beam_size=2) == [EOS]
+    assert oracle.beam_search(step, BOS, EOS, 10, beam_size=2, fixed_width=True) == [A, EOS]
+
+
 def test_beam_search_max_len_returns_unended() -> None:
     step = table_model({}, {A: -0.1, EOS: -4.0})
     assert oracle.beam_search(step, BOS, EOS, 3) == [A, A, A]

@@ -37,7 +37,7 @@ class LabelSmoothingLoss(nn.Module):
                 f"logits {list(logits.shape)} do not match target {list(target.shape)} "
                 f"with vocabulary {self.vocab}"
             )
-        logp = logits.float().log_softmax(dim=-1)
+        logp = logits.to(torch.promote_types(logits.dtype, torch.float32)).log_softmax(dim=-1)
         true = logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)
         others = logp.sum(-1) - true - logp[..., self.pad_id]
         eps = self.smoothing

@@ -54,7 +54,7 @@ def randomize(
         }
         clause.require("load_parameters")(module, fresh)
         params = dict(read(module))
-    return {name: t.detach() for name, t in params.items()}
+    return {name: t.detach().clone() for name, t in params.items()}
 
 
 def build(

@@ -1,0 +1,305 @@
+"""6.1 Beam search (beam 4, length penalty alpha = 0.6, at most input length + 50 tokens, early
+stop) and Table 3's parameter counts."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+from spec import oracle
+from spec.adapter import Config
+from spec.check import Check
+from spec.diagnosis import explain
+from spec.suite.helpers import EMBEDDING_NAMES, SMALL, build, cpu_float64, tied_pairs, tokens
+
+F64 = cpu_float64()
+
+# -- 6.1 ----------------------------------------------------------------------------------------
+
+
+def _next_token_log_probs(
+    clause: Check, model: nn.Module, src: Tensor, src_mask: Tensor
+) -> Callable[[list[list[int]]], Tensor]:
+    """The model's next-token log-probabilities for a batch of prefixes (each starting with
+    bos), computed through the adapter with a full forward pass over every prefix."""
+    embed_target, decode, project = (clause.require(n) for n in ("embed_target", "decode",
+                                                                   "project"))
+    memory = clause.require("encode")(model, clause.require("embed_source")(model, src), src_mask)
+
+    @torch.no_grad()
+    def step(prefixes: list[list[int]]) -> Tensor:
+        n = len(prefixes)
+        y = embed_target(model, torch.tensor(prefixes, dtype=torch.long))
+        hidden = decode(model, y, memory.expand(n, -1, -1), src_mask.expand(n, -1))
+        return project(model, hidden[:, -1]).double().log_softmax(-1)
+
+    return step
+
+
+def _shape_output(clause: Check, model: nn.Module, params: dict[str, Tensor], temperature: float,
+                  eos_shift: float) -> None:
+    """Load weights that make the output distribution sharper (``temperature`` > 1) or flatter,
+    and add ``eos_shift`` to the eos logit at every position: the decoder's last LayerNorm gets
+    a constant gain and an all-ones bias, and the eos column of the pre-softmax map gets
+    eos_shift / d_model on every entry (the normalised part sums to 0 against it)."""
+    q = dict(params)
+    d = SMALL.d_model
+    last = f"decoder.{SMALL.n_layers - 1}.norm_3"
+    if "decoder.norm.gamma" in params:  # variant final-norm: the last norm is the stack's
+        last = "decoder.norm"
+    q[f"{last}.gamma"] = torch.full_like(params[f"{last}.gamma"], temperature)
+    q[f"{last}.beta"] = torch.ones_like(params[f"{last}.beta"])
+    W = params["generator.W"].clone()
+    W[:, SMALL.eos_id] += eos_shift / d
+    for name in ("src_embedding", "tgt_embedding"):  # keep tied matrices tied
+        if name in q and torch.equal(q[name], params["generator.W"].T):
+            q[name] = W.T.clone()
+    q["generator.W"] = W
+    clause.require("load_parameters")(model, q)
+
+
+BEAM_BUGS: dict[str, dict[str, float | bool]] = {
+    "beam-no-length-penalty": {"alpha": 0.0},
+    "beam-alpha-1": {"alpha": 1.0},
+    "beam-greedy": {"beam_size": 1},
+    "beam-size-2": {"beam_size": 2},
+    "beam-size-8": {"beam_size": 8},
+    "beam-max-len-50": {"max_len": 50},
+    "beam-max-len-100": {"max_len": 100},
+    "beam-fixed-width": {"fixed_width": True},
+}
+
+DECODING = dataclasses.replace(SMALL, max_len=160)
+"""SMALL, with room for the longest output a diagnosis tries (100 tokens)."""
+
+
+def _eos_shift(step: Callable[[list[list[int]]], Tensor], p: float) -> float:
+    """The eos-logit shift that makes eos the first token with probability ``p``."""
+    first = step([[SMALL.bos_id]])[0]
+    eos = SMALL.eos_id
+    others = torch.cat([first[:eos], first[eos + 1 :]]).logsumexp(0)
+    return math.log(p / (1 - p)) - float(first[eos] - others)
+
+
+@pytest.mark.clause("6.1/beam-search")
+def test_beam_search(clause: Check) -> None:
+    """The adapter's beam search returns what oracle.beam_search returns when driven by the same
+    model's next-token log-probabilities (full forward passes through the adapter): beam 4,
+    alpha 0.6, at most len(src) + 50 tokens, ended hypotheses set aside (see the oracle for
+    the exact semantics, which the reference shares).
+
+    Ten random models, sharpened by a random factor in [1, 3] and with eos made the first token
+    with probability 0.1 (so that hypotheses end at all lengths), sources of 3 to 8 tokens,
+    drawn from a fixed seed chosen when the test was written so that alpha = 0 or 1, beam size
+    1, 2 or 8, a length limit of 50 or 100, and a beam that does not shrink as hypotheses end
+    (no early stop) each change at least one result (a diagnosis names the bug that reproduces
+    every result). Then a model whose eos logit is pushed down by 1000 must run to exactly
+    len(src) + 50 tokens. Also lp(Y) = ((5 + |Y|) / 6)^alpha if the adapter exposes
+    ``length_penalty``. In float64 on the CPU, so that rounding cannot flip a decision.
+    """
+    beam_search = clause.require("beam_search")
+    torch.set_num_threads(1)  # some 600 tiny forward passes: one thread is fastest, and immune
+    # to busy cores (the plugin restores the thread count)
+    if clause.has("length_penalty"):
+        lp = clause.require("length_penalty")
+        for alpha in (0.6, 0.0, 1.0):
+            values = torch.tensor([float(lp(n, alpha)) for n in range(1, 60)],
+                                  dtype=torch.float64)
+            paper = torch.tensor([oracle.length_penalty(n, alpha) for n in range(1, 60)],
+                                 dtype=torch.float64)
+            clause.close(values, paper, f"length_penalty(|Y|, {alpha})", F64.tol)
+    runs = []
+    cases = torch.Generator().manual_seed(11)  # chosen: see the docstring
+    for case in range(11):
+        model, params = build(clause, F64, cases, DECODING)  # one model per case: steps stay valid
+        params = {n: t.clone() for n, t in params.items()}  # not views of the live weights
+        temperature = 1.0 + 2.0 * float(torch.rand(1, generator=cases))
+        length = 3 + case % 6
+        src, src_mask = tokens(cases, SMALL, 1, length)
+        _shape_output(clause, model, params, temperature, 0.0)
+        step = _next_token_log_probs(clause, model, src, src_mask)
+        eos_shift = _eos_shift(step, 0.1) if case < 10 else -1000.0
+        _shape_output(clause, model, params, temperature, eos_shift)
+        step = _next_token_log_probs(clause, model, src, src_mask)
+        actual = [int(t) for t in beam_search(model, src, src_mask, DECODING)]
+        what = (f"case {case}: sharpness {temperature:.3g}, eos shift {eos_shift:.3g}, source "
+                f"length {length}")
+        runs.append(Run(what, actual, step, length))
+    for run in runs:
+        full = len(run.actual) == run.length + 50 and SMALL.eos_id not in run.actual
+        if "-1e+03" in run.what and not full:  # eos ruled out
+            clause.deviates(f"with eos ruled out the output has {len(run.actual)} tokens, not "
+                            f"len(src) + 50 = {run.length + 50}", _beam_diagnosis(runs))
+        expected = _search(run.step, run.length)
+        if run.actual != expected:
+            clause.deviates(f"beam search ({run.what}) returned {run.actual}, the oracle "
+                            f"{expected}", _beam_diagnosis(runs))
+
+
+Step = Callable[[list[list[int]]], Tensor]
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """One decoding case: what it is, the adapter's result, the model's steps, source length."""
+
+    what: str
+    actual: list[int]
+    step: Step
+    length: int
+
+
+def _search(step: Step, length: int, beam_size: float = 4, alpha: float = 0.6,
+            max_len: float | None = None, fixed_width: bool = False) -> list[int]:
+    """oracle.beam_search for a source of ``length`` tokens, the paper's settings by default."""
+    limit = length + 50 if max_len is None else int(max_len)
+    return oracle.beam_search(step, SMALL.bos_id, SMALL.eos_id, limit, int(beam_size), alpha,
+                              fixed_width=fixed_width)
+
+
+def _beam_diagnosis(runs: list[Run]) -> str | None:
+    """The known beam-search bug that reproduces every case's result, if one does."""
+    for name, knobs in BEAM_BUGS.items():
+        if all(_search(r.step, r.length, **knobs) == r.actual for r in runs):  # type: ignore[arg-type]
+            return explain(name)
+    return None
+
+
+# -- Table 3 ------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Readings:
+    """What an implementation adds to or leaves out of the formula's count (all variants)."""
+
+    biases: int  # attention-projection bias vectors per block, of 4 (the formula counts 4)
+    final_norms: int  # extra LayerNorms after the stacks
+    matrices: int  # distinct embedding matrices (1 = tied three ways; 0 = none exposed)
+    generator_bias: bool
+    positions: int  # learned positional tables
+
+    def total(self, c: Config) -> int:
+        """The formula's total for ``c`` under these readings."""
+        f = oracle.param_count(c.d_model, c.d_ff, c.n_layers, c.tgt_vocab)
+        attention_blocks = 3 * c.n_layers
+        return (f["stacks"] - attention_blocks * (4 - self.biases) * c.d_model
+                + self.final_norms * f["layer_norm"] + self.matrices * f["embeddings"]
+                + self.generator_bias * c.tgt_vocab + self.positions * c.max_len * c.d_model)
+
+
+def _readings(clause: Check, c: Config) -> tuple[Readings, nn.Module, dict[str, Tensor]]:
+    model, params = build(clause, F64, torch.Generator().manual_seed(0), c)
+    attn = "encoder.0.self_attn."
+    if any(name in params for name in EMBEDDING_NAMES):
+        tied = tied_pairs(clause, model, F64, torch.Generator().manual_seed(1))
+        matrices = max(1, 3 - len(tied))  # no pair tied: 3; one pair: 2; all three: 1
+    else:
+        matrices = 0  # no embeddings at all: the stacks are still counted
+    readings = Readings(
+        biases=sum(f"{attn}b_{x}" in params for x in "QKVO"),
+        final_norms=sum(f"{s}.norm.gamma" in params for s in ("encoder", "decoder")),
+        matrices=matrices,
+        generator_bias="generator.b" in params,
+        positions=sum(f"{w}_positions" in params for w in ("src", "tgt")),
+    )
+    return readings, model, params
+
+
+def _count(params: dict[str, Tensor], prefix: str) -> int:
+    return sum(t.numel() for name, t in params.items() if name.startswith(prefix))
+
+
+def _trainable(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)  # shared: counted once
+
+
+BASE = Config(src_vocab=37000, tgt_vocab=37000, d_model=512, h=8, d_ff=2048, n_layers=6)
+BIG = dataclasses.replace(BASE, d_model=1024, h=16, d_ff=4096)
+
+
+@pytest.mark.clause("table3/param-formula")
+def test_param_formula(clause: Check) -> None:
+    """Parameter counts follow from the configuration, exactly, component by component.
+
+    For two small configurations (d 16 / 24, d_ff 32 / 40, N 2 / 3, V 13 / 11, h 4 / 3), from
+    the canonical parameters: each attention block 4 d^2 + 4 d, each FFN 2 d d_ff + d_ff + d,
+    each LayerNorm 2 d, each encoder layer attention + FFN + 2 LayerNorms, each decoder layer
+    2 attentions + FFN + 3 LayerNorms; and the model's trainable total (shared tensors counted
+    once) = stacks + V d for one tied matrix. What an implementation adds or leaves out is
+    counted as the variant it is: attention projections without biases (4 d^2 per block:
+    ``no-projection-biases``), final LayerNorms (``final-norm``), separate embedding matrices
+    (``untied-embeddings``; tying is told by behaviour), a generator bias, learned positions.
+
+    Then the base model itself (V = 37,000 shared, about 63M parameters; built once, about a
+    second): its trainable total equals the formula under the same readings exactly. Its total,
+    as if tied, and the big model's (from the formula, not built: too heavy for the suite) must
+    be within 5% of Table 3's 65M and 213M (63.1M and 214.2M with biases; 63.0M and 214.2M
+    without): the paper rounds to millions and does not state the vocabulary exactly (its base
+    rows imply V of about 41k, its big row about 36k: no single V gives both), so 5% covers
+    that, while three untied matrices (about 101M / 290M) or a missing cross-attention (10%)
+    fall outside. The component checks are what catch small miscounts, exactly.
+    """
+    small = dataclasses.replace(SMALL, d_model=24, h=3, d_ff=40, n_layers=3, src_vocab=11,
+                                tgt_vocab=11)
+    seen: set[Readings] = set()
+    for c in (SMALL, small):
+        readings, model, params = _readings(clause, c)
+        seen.add(readings)
+        f = oracle.param_count(c.d_model, c.d_ff, c.n_layers, c.tgt_vocab)
+        d = c.d_model
+        attention = f["attention"] - (4 - readings.biases) * d
+        expected = {"encoder": attention + f["ffn"] + 2 * f["layer_norm"],
+                    "decoder": 2 * attention + f["ffn"] + 3 * f["layer_norm"]}
+        subs = {"encoder": ("self_attn",), "decoder": ("self_attn", "cross_attn")}
+        for stack in ("encoder", "decoder"):
+            for i in range(c.n_layers):
+                layer = f"{stack}.{i}."
+                for sub in subs[stack]:
+                    n = _count(params, f"{layer}{sub}.")
+                    clause.expect(n == attention, f"{layer}{sub} has {n} parameters, the formula "
+                                  f"{attention} (4 d^2 + {readings.biases} d)")
+                n = _count(params, f"{layer}ffn.")
+                clause.expect(n == f["ffn"], f"{layer}ffn has {n} parameters, the formula "
+                              f"2 d d_ff + d_ff + d = {f['ffn']}")
+                for k in range(1, 3 if stack == "encoder" else 4):
+                    n = _count(params, f"{layer}norm_{k}.")
+                    clause.expect(n == f["layer_norm"], f"{layer}norm_{k} has {n} parameters, "
+                                  f"not 2 d = {f['layer_norm']}")
+                n = _count(params, layer)
+                clause.expect(n == expected[stack], f"{layer} has {n} parameters, the formula "
+                              f"{expected[stack]}")
+        total = _trainable(model)
+        clause.expect(total == readings.total(c), f"the model (d_model={d}) has {total} "
+                      f"trainable parameters, the formula {readings.total(c)} with {readings}")
+    clause.expect(len(seen) == 1, f"the readings change with the configuration: {seen}")
+    readings = seen.pop()
+    base = clause.require("model")(BASE)
+    total = _trainable(base)
+    del base
+    clause.expect(total == readings.total(BASE), f"the base model has {total:,} trainable "
+                  f"parameters, the formula {readings.total(BASE):,} with {readings}")
+    as_tied = dataclasses.replace(readings, matrices=1)
+    for name, c, paper in (("base", BASE, 65e6), ("big", BIG, 213e6)):
+        n = as_tied.total(c)
+        clause.expect(abs(n / paper - 1) <= 0.05, f"the {name} model has {n:,} parameters (with "
+                      f"tied embeddings), {n / paper - 1:+.1%} from Table 3's {paper / 1e6:g}M")
+    if readings.biases < 4:
+        clause.variant("no-projection-biases", f"{readings.biases} of the 4 attention "
+                       "projections have biases: 4 d^2 + " f"{readings.biases} d per block")
+    if readings.final_norms:
+        clause.variant("final-norm", f"{readings.final_norms} extra LayerNorm(s) after the stacks")
+    if readings.matrices > 1:
+        clause.variant("untied-embeddings", f"{readings.matrices} separate embedding matrices")
+    if readings.generator_bias:
+        clause.variant("generator-bias", "the pre-softmax map has a bias (V more parameters)")
+    if readings.positions:
+        clause.variant("learned-positions", f"{readings.positions} learned max_len x d_model "
+                       "position tables")
+    if readings.matrices == 0:
+        clause.not_provided("parameters", "no embedding matrices to count (the stacks match the "
+                            "formula)")
