@@ -489,17 +489,15 @@ _ALL: tuple[Clause, ...] = (
     _c(
         "table3/param-formula",
         "Parameter counts follow from the configuration",
-        "Attention block 4d^2 + 4d, FFN 2 d d_ff + d_ff + d, LayerNorm 2d; encoder layer = "
-        "attention + FFN + 2 LayerNorms; decoder layer = 2 attentions + FFN + 3 LayerNorms; "
-        "one tied V x d embedding. Base: 63,082,496 (V = 37,000; paper: 65M).",
-        r"N\,(4d^2 + 2d\,d_{ff} + d_{ff} + 9d) + N\,(8d^2 + 2d\,d_{ff} + d_{ff} + 15d) + V d",
+        "Attention block 4d^2 (plain projection matrices, as 3.2.2 has them; 4d^2 + 4d with "
+        "projection biases), FFN 2 d d_ff + d_ff + d, LayerNorm 2d; encoder layer = attention "
+        "+ FFN + 2 LayerNorms; decoder layer = 2 attentions + FFN + 3 LayerNorms; one tied "
+        "V x d embedding. Base with biases: 63,082,496 (V = 37,000; paper: 65M).",
+        r"N\,(4d^2 + 2d\,d_{ff} + d_{ff} + 5d) + N\,(8d^2 + 2d\,d_{ff} + d_{ff} + 7d) + V d",
         variants=(
             UNTIED,
             FINAL_NORM,
-            Variant(
-                "no-projection-biases",
-                "The attention projections are plain matrices (4d^2 per block), as 3.2.2 reads.",
-            ),
+            PROJECTION_BIASES,
             Variant("generator-bias", "The pre-softmax linear map has a bias (V parameters)."),
             LEARNED_POSITIONS,
         ),

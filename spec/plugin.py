@@ -7,6 +7,7 @@ stays silent in runs that collect no clause test.
 
 from __future__ import annotations
 
+import os
 import platform
 import sys
 import zlib
@@ -288,10 +289,16 @@ def _isolate(request: pytest.FixtureRequest) -> Iterator[None]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the suite (``python -m spec``): pytest over ``spec.suite`` with ``argv`` added."""
+    """Run the suite (``python -m spec``): pytest over ``spec.suite`` with ``argv`` added.
+
+    Given paths or node ids of test files, pytest runs those instead of the whole suite.
+    """
     args = list(sys.argv[1:] if argv is None else argv)
     has_target = any(
-        not a.startswith("-") and ("/" in a or "::" in a or a.endswith(".py")) for a in args
+        not a.startswith("-")
+        and a.split("::")[0].endswith(".py")
+        and os.path.exists(a.split("::")[0])
+        for a in args
     )
     base = [] if has_target else ["--pyargs", "spec.suite"]
     return int(pytest.main([*base, "-p", "no:cacheprovider", *args]))

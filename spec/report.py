@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import textwrap
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -74,11 +75,6 @@ def build(
     return Report(implementation, results, dict(environment))
 
 
-def _one_line(text: str, width: int) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= width else text[: width - 3] + "..."
-
-
 def table(report: Report, width: int = 100) -> str:
     """The terminal table, grouped by paper section."""
     lines = [f"Conformance of {report.implementation!r} to 'Attention Is All You Need'"]
@@ -94,9 +90,12 @@ def table(report: Report, width: int = 100) -> str:
         lines.append(f"{section} {title}")
         for c in by_section[section]:
             verdict = c.verdict.value + (" (expected)" if c.expected else "")
-            reason = _describe(c)
-            room = max(width - id_width - 20, 20)
-            lines.append(f"  {c.id:<{id_width}}  {verdict:<13}  {_one_line(reason, room)}")
+            indent = 2 + id_width + 2 + 13 + 2
+            wrapped = textwrap.wrap(
+                " ".join(_describe(c).split()), max(width - indent, 30), max_lines=4
+            ) or [""]
+            lines.append(f"  {c.id:<{id_width}}  {verdict:<13}  {wrapped[0]}")
+            lines.extend(" " * indent + more for more in wrapped[1:])
     lines.append("")
     lines.append("Summary: " + ", ".join(f"{n} {v}" for v, n in report.counts().items() if n))
     return "\n".join(lines)
