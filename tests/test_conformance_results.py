@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch._dynamo  # noqa: F401  (imported lazily by torch; pytester must not unload it)
+import torch
+import torch._dynamo  # imported lazily by torch; pytester must not unload it
 
 import spec.adapters.reference
 import spec.adapters.torch_nn
@@ -50,13 +51,33 @@ TORCH_NN = {
 }
 
 
+def global_state() -> dict[str, object]:
+    """What the suite must leave as it found it."""
+    return {
+        "default dtype": torch.get_default_dtype(),
+        "grad mode": torch.is_grad_enabled(),
+        "deterministic algorithms": torch.are_deterministic_algorithms_enabled(),
+        "threads": torch.get_num_threads(),
+        "cpu rng": torch.get_rng_state(),
+    }
+
+
 def run_suite(pytester: pytest.Pytester, impl: str) -> dict[str, dict[str, object]]:
+    torch.manual_seed(1234)
+    before = global_state()
     out = pytester.path / "report.json"
     result = pytester.runpytest_inprocess(
         "--pyargs", "spec.suite", "-p", "no:cacheprovider", "--impl", impl,
         "--conformance-json", str(out),
     )  # fmt: skip
     assert result.ret == 0, result.stdout.str()[-3000:]
+    after = global_state()
+    same = {
+        k: torch.equal(v, after[k]) if torch.is_tensor(v) else v == after[k]
+        for k, v in before.items()
+    }
+    changed = [k for k, unchanged in same.items() if not unchanged]
+    assert not changed, f"the suite changed global state: {changed}"
     report = json.loads(out.read_text())
     return {c["id"]: c for c in report["clauses"]}
 
