@@ -301,4 +301,5 @@ def main(argv: list[str] | None = None) -> int:
         for a in args
     )
     base = [] if has_target else ["--pyargs", "spec.suite"]
-    return int(pytest.main([*base, "-p", "no:cacheprovider", *args]))
+    # -rfE: the short summary after the table lists failures and errors, not CUDA skips
+    return int(pytest.main([*base, "-p", "no:cacheprovider", "-rfE", *args]))
