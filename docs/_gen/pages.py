@@ -1,0 +1,442 @@
+"""mkdocs-gen-files script: the clause pages, the conformance matrix, the API pages, the nav.
+
+Runs after ``reports.py`` (which started the suite in the background) and ``figures.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import mkdocs_gen_files
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import sitedata as S
+
+
+def write(path: str, text: str) -> None:
+    with mkdocs_gen_files.open(path, "w") as f:
+        f.write(text)
+
+
+def options(**values: Any) -> str:
+    """An indented mkdocstrings ``options:`` block."""
+    lines = ["    options:"]
+    for key, value in values.items():
+        rendered = str(value).lower() if isinstance(value, bool) else value
+        lines.append(f"      {key}: {rendered}")
+    return "\n".join(lines)
+
+
+# -- the reports ---------------------------------------------------------------------------------
+REPORTS = S.reports()
+RESULTS: dict[str, dict[str, dict[str, Any]]] = {
+    impl: {c["id"]: c for c in report["clauses"]} if report else {}
+    for impl, report in REPORTS.items()
+}
+
+
+def verdict_of(impl: str, cid: str) -> dict[str, Any] | None:
+    return RESULTS[impl].get(cid)
+
+
+def verdict_cell(impl: str, cid: str) -> str:
+    result = verdict_of(impl, cid)
+    if REPORTS[impl] is None:
+        return S.badge(None)
+    if result is None:
+        return S.badge("NOT PROVIDED") + " <small>no test ran</small>"
+    cell = S.badge(result["verdict"])
+    if result.get("variant"):
+        cell += f" <small>{S.md_text(result['variant'])}</small>"
+    return cell
+
+
+def detail(result: dict[str, Any]) -> str:
+    parts = []
+    if result.get("variant"):
+        parts.append(f"variant `{result['variant']}`")
+    if result.get("reason"):
+        parts.append(S.md_text(" ".join(result["reason"].split())))
+    if result.get("diagnosis") and result["diagnosis"] not in (result.get("reason") or ""):
+        parts.append(f"diagnosis: {S.md_text(result['diagnosis'])}")
+    if result.get("expected"):
+        parts.append(f"expected: {S.md_text(result['expected'])}")
+    return "; ".join(parts)
+
+
+def environment_line(report: dict[str, Any]) -> str:
+    env = report.get("environment", {})
+    return ", ".join(f"{k} `{v}`" for k, v in env.items())
+
+
+# -- one page per section ------------------------------------------------------------------------
+TESTS = S.tests_by_clause()
+CODE = S.code_by_clause()
+
+
+def clause_block(clause: S.Clause, rendered: dict[str, str]) -> Iterable[str]:
+    cid = clause.id
+    yield f"[](){{ #{S.anchor(cid)} }}"
+    yield ""
+    yield f"## {S.md_text(cid)} · {S.md_text(clause.title)} {{ #{S.heading_id(cid)} }}"
+    yield ""
+    group = "paper" if clause.group == "paper" else "practice (not in the paper)"
+    yield f'<p class="clause-meta">Clause <code>{cid}</code> · {group}</p>'
+    yield ""
+    yield S.md_text(clause.statement)
+    yield ""
+    if clause.equation:
+        yield "$$"
+        yield clause.equation
+        yield "$$"
+        yield ""
+    if clause.variants:
+        yield "**Named variants** (verdict VARIANT instead of DEVIATES):"
+        yield ""
+        for variant in clause.variants:
+            yield f"`{variant.name}`"
+            yield f":   {S.md_text(variant.description)}"
+            yield ""
+    if clause.depends_on:
+        links = ", ".join(S.clause_link(d) for d in clause.depends_on)
+        yield f"**Depends on:** {links} (their failure explains a failure of this clause)."
+        yield ""
+
+    yield "**Verdicts**"
+    yield ""
+    yield "| implementation | verdict | details |"
+    yield "|---|---|---|"
+    for impl, label in S.IMPLEMENTATIONS.items():
+        result = verdict_of(impl, cid)
+        text = detail(result) if result else ""
+        yield f"| {label} | {verdict_cell(impl, cid)} | {text} |"
+    yield ""
+
+    tests = TESTS.get(cid, [])
+    yield "**Checked by**"
+    yield ""
+    if not tests:
+        yield "No test of the suite checks this clause yet."
+        yield ""
+    else:
+        links = ", ".join(f"[`{t.name}`][{t.path}] in `{t.module}`" for t in tests)
+        yield f"{links}."
+        yield ""
+        for t in tests:
+            yield f"::: {t.path}"
+            yield options(
+                skip_local_inventory=True,
+                heading_level=4,
+                show_root_toc_entry=False,
+                show_root_full_path=False,
+                backlinks=False,
+            )
+            yield ""
+
+    code = CODE.get(cid, [])
+    yield "**Reference implementation**"
+    yield ""
+    if not code:
+        yield (
+            "No part of the reference names this clause: it holds for the model as a whole "
+            "(see [`transformer.model`][transformer.model])."
+        )
+        yield ""
+    else:
+        yield from reference_code(cid, code, rendered)
+    yield f'<div class="clause-backlinks" data-clause="{cid}"></div>'
+    yield ""
+
+
+def reference_code(cid: str, code: list[S.CodeRef], rendered: dict[str, str]) -> Iterable[str]:
+    links = ", ".join(f"[`{c.path}`][{c.path}]" for c in code)
+    yield f"Implemented by {links}."
+    yield ""
+    for c in code:
+        if c.path in rendered:
+            yield f"`{c.path}` is shown above, under {S.clause_link(rendered[c.path])}."
+            yield ""
+            continue
+        rendered[c.path] = cid
+        yield f"::: {c.path}"
+        yield options(
+            skip_local_inventory=True,
+            heading_level=4,
+            show_root_toc_entry=False,
+            members="false",
+            backlinks=False,
+        )
+        yield ""
+
+
+def section_page(section: str, title: str, clauses: list[S.Clause]) -> str:
+    lines = [f"# {S.md_text(S.section_label(section, title))}", ""]
+    modules = sorted({t.module for c in clauses for t in TESTS.get(c.id, [])})
+    where = ", ".join(f"[`{m}`][{m}]" for m in modules) or "no module yet"
+    paper = "Not in the paper" if section == "practice" else f"Section {section}"
+    lines += [
+        f"{paper} · {len(clauses)} clauses · tests in {where}.",
+        "",
+        "| clause | title | " + " | ".join(S.IMPLEMENTATIONS.values()) + " |",
+        "|---|---|" + "---|" * len(S.IMPLEMENTATIONS),
+    ]
+    for c in clauses:
+        cells = " | ".join(verdict_cell(impl, c.id) for impl in S.IMPLEMENTATIONS)
+        lines.append(f"| {S.clause_link(c.id)} | {S.md_text(c.title)} | {cells} |")
+    lines.append("")
+    figures = [(name, caption) for name, (sec, caption) in S.FIGURES.items() if sec == section]
+    for name, caption in figures:
+        lines += [
+            "<figure markdown>",
+            f"![{caption}](../figures/{name})",
+            f'<figcaption markdown="span">{caption} ([all figures](../figures.md))</figcaption>',
+            "</figure>",
+            "",
+        ]
+    rendered: dict[str, str] = {}
+    for clause in clauses:
+        lines += list(clause_block(clause, rendered))
+    return "\n".join(lines)
+
+
+SECTIONS = S.sections_in_order()
+for section, title, clauses in SECTIONS:
+    write(S.section_page(section), section_page(section, title, clauses))
+
+overview = [
+    "# The specification",
+    "",
+    "Every checkable statement of *Attention Is All You Need* (Vaswani et al., 2017), sections "
+    "3.1 to 3.5, 5.3, 5.4, 6.1 and Table 3, and a few statements of practice that every working "
+    "implementation needs. Each clause has a stable id, a statement in our words, the paper's "
+    "equation, the named variants it accepts, the tests that check it and the reference code "
+    "that implements it. The registry is [`spec.clauses`][spec.clauses].",
+    "",
+    "| section | | clauses | tests | "
+    + " | ".join(f"{label} conforms" for label in S.IMPLEMENTATIONS.values())
+    + " |",
+    "|---|---|---|---|" + "---|" * len(S.IMPLEMENTATIONS),
+]
+for section, title, clauses in SECTIONS:
+    n_tests = sum(len(TESTS.get(c.id, [])) for c in clauses)
+    counts = []
+    for impl in S.IMPLEMENTATIONS:
+        ok = sum(
+            (verdict_of(impl, c.id) or {}).get("verdict") in ("CONFORMS", "VARIANT")
+            for c in clauses
+        )
+        counts.append(f"{ok}/{len(clauses)}" if REPORTS[impl] else "not run")
+    link = f"[{section}]({Path(S.section_page(section)).name})"
+    label = S.md_text(S.section_label(section, title))
+    overview.append(f"| {link} | {label} | {len(clauses)} | {n_tests} | {' | '.join(counts)} |")
+overview += [
+    "",
+    '"Conforms" counts CONFORMS and VARIANT. The [conformance matrix](../conformance.md) has '
+    "the verdict of every clause.",
+    "",
+]
+write("clauses/index.md", "\n".join(overview))
+
+
+# -- the conformance matrix ----------------------------------------------------------------------
+def matrix_page() -> str:
+    labels = S.IMPLEMENTATIONS
+    out = [
+        "# Conformance matrix",
+        "",
+        "The verdict of every clause for the reference implementation and for PyTorch's "
+        "`torch.nn.Transformer` (with `nn.MultiheadAttention`), from the conformance suite run "
+        "when this site was built. Verdicts: CONFORMS; VARIANT (a named deviation the clause "
+        "allows); DEVIATES (with a diagnosis when a known bug matches); NOT PROVIDED (the "
+        "adapter lacks a capability); ERROR.",
+        "",
+        "## Summary",
+        "",
+        "| implementation | CONFORMS | VARIANT | DEVIATES | NOT PROVIDED | ERROR |",
+        "|---|---|---|---|---|---|",
+    ]
+    runs = []
+    for impl, label in labels.items():
+        report = REPORTS[impl]
+        if report is None:
+            out.append(f"| {label} | | | | | |")
+            runs.append(f"- {label}: not run in this build.")
+            continue
+        summary = report.get("summary", {})
+        counts = " | ".join(
+            str(summary.get(v, 0))
+            for v in ("CONFORMS", "VARIANT", "DEVIATES", "NOT PROVIDED", "ERROR")
+        )
+        out.append(f"| {label} | {counts} |")
+        runs.append(f"- {label}: {environment_line(report)}.")
+    out += ["", "The runs:", "", *runs]
+    out += [
+        "",
+        "## Matrix",
+        "",
+        "| section | clause | " + " | ".join(labels.values()) + " |",
+        "|---|---|" + "---|" * len(labels),
+    ]
+    for section, _title, clauses in SECTIONS:
+        for c in clauses:
+            cells = " | ".join(verdict_cell(impl, c.id) for impl in labels)
+            out.append(f"| {section} | {S.clause_link(c.id)} | {cells} |")
+    out += ["", "## Details", ""]
+    for impl, label in labels.items():
+        out += [f"### {label}", ""]
+        if REPORTS[impl] is None:
+            out += ["This build did not run the suite.", ""]
+            continue
+        rows = [r for r in REPORTS[impl]["clauses"] if r["verdict"] != "CONFORMS"]
+        if not rows:
+            out += ["Every clause CONFORMS.", ""]
+            continue
+        out += ["| clause | verdict | details |", "|---|---|---|"]
+        for r in rows:
+            link = S.clause_link(r["id"]) if r["id"] in S.CLAUSES else S.md_text(r["id"])
+            out.append(f"| {link} | {S.badge(r['verdict'])} | {detail(r)} |")
+        out.append("")
+    out += mutants_section()
+    out += [
+        "## How this page is made",
+        "",
+        "The docs build (`nox -s docs`) runs the suite against each implementation, "
+        "`python -m spec --impl NAME --conformance-json=PATH`, and keeps the reports under "
+        "`build/docs-data/` (or `$ATTENTION_SPEC_DOCS_DATA`), keyed by a hash of `spec/` and "
+        "`transformer/`: an unchanged tree reuses them. `ATTENTION_SPEC_DOCS_REPORTS=run` "
+        "forces a new run, `=skip` builds without running it (with earlier reports, if any).",
+        "",
+    ]
+    return "\n".join(out)
+
+
+MUTANTS_EXAMPLE = {
+    "mutants": [
+        {
+            "name": "no-scale",
+            "description": "scores not scaled by 1/sqrt(d_k)",
+            "expected_clause": "3.2.1/scale",
+            "caught_by": ["3.2.1/eq1", "3.2.1/scale"],
+            "diagnosis": "no-scale",
+            "detected": True,
+        }
+    ]
+}
+
+
+def mutants_section() -> list[str]:
+    out = ["## Mutant corpus", ""]
+    data = S.mutants()
+    fmt = [
+        "The table of the mutant corpus (deliberately broken implementations that the suite "
+        "must catch) is shown here when the build finds it as JSON in "
+        f"`{S.MUTANTS_JSON.relative_to(S.ROOT) if S.MUTANTS_JSON.is_relative_to(S.ROOT) else S.MUTANTS_JSON}` "
+        "(or at `$ATTENTION_SPEC_MUTANTS_JSON`), in this format:",
+        "",
+        "```json",
+        json.dumps(MUTANTS_EXAMPLE, indent=2),
+        "```",
+        "",
+    ]
+    if data is None:
+        return [
+            '!!! note "Not generated in this build"',
+            "",
+            "    No mutant-corpus table was found.",
+            "",
+            *fmt,
+        ]
+    rows = data.get("mutants", [])
+    detected = sum(bool(r.get("detected")) for r in rows)
+    out += [
+        f"{detected} of {len(rows)} mutants detected.",
+        "",
+        "| mutant | description | must be caught by | caught by | diagnosis | detected |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        expected = r.get("expected_clause") or ""
+        exp = S.clause_link(expected) if expected in S.CLAUSES else S.md_text(expected)
+        caught = ", ".join(
+            S.clause_link(c) if c in S.CLAUSES else S.md_text(c) for c in r.get("caught_by", [])
+        )
+        mark = "yes" if r.get("detected") else "**no**"
+        out.append(
+            f"| `{r.get('name', '?')}` | {S.md_text(r.get('description', ''))} | {exp} | "
+            f"{caught} | {S.md_text(r.get('diagnosis') or '')} | {mark} |"
+        )
+    return [*out, "", *fmt]
+
+
+write("conformance.md", matrix_page())
+
+
+# -- API reference -------------------------------------------------------------------------------
+def api_pages(package: str) -> list[tuple[str, str]]:
+    """(module, page path) for ``package`` and its public modules, in a stable order."""
+    root = S.ROOT / package
+    pages = []
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(S.ROOT).with_suffix("")
+        parts = list(rel.parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        if any(p.startswith("_") for p in parts):
+            continue
+        module = ".".join(parts)
+        doc = (
+            "reference/" + "/".join(parts) + ("/index.md" if path.name == "__init__.py" else ".md")
+        )
+        pages.append((module, doc))
+    return pages
+
+
+api_nav: dict[str, list[tuple[str, str]]] = {}
+for package in ("spec", "transformer"):
+    pages = api_pages(package)
+    api_nav[package] = pages
+    for module, doc in pages:
+        is_package = doc.endswith("index.md")
+        opts = {"heading_level": 1, "members": False} if is_package else {"heading_level": 1}
+        body = [f"::: {module}", options(**opts)]
+        if is_package:
+            children = [(m, d) for m, d in pages if m.startswith(module + ".") and m != module]
+            direct = [(m, d) for m, d in children if m.count(".") == module.count(".") + 1]
+            body += ["", "## Modules", ""]
+            for m, _d in direct:
+                body.append(f"- [`{m}`][{m}]")
+            if module == "spec.suite":
+                body += [
+                    "",
+                    "Each test module checks one paper section; every test is marked with the "
+                    "clause it checks, and its documentation links to the clause.",
+                ]
+        write(doc, "\n".join(body) + "\n")
+
+
+# -- navigation ----------------------------------------------------------------------------------
+def nav() -> str:
+    lines = [
+        "* [Home](index.md)",
+        "* [Point the suite at your own implementation](guide/own-implementation.md)",
+        "* [Conformance matrix](conformance.md)",
+        "* [Figures](figures.md)",
+        "* Specification",
+        "    * [Overview](clauses/index.md)",
+    ]
+    for section, title, _ in SECTIONS:
+        lines.append(f"    * [{S.section_label(section, title)}]({S.section_page(section)})")
+    lines.append("* API reference")
+    for package, pages in api_nav.items():
+        lines.append(f"    * {package}")
+        for module, doc in pages:
+            lines.append(f"        * [{module}]({doc})")
+    return "\n".join(lines) + "\n"
+
+
+write("SUMMARY.md", nav())

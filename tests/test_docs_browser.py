@@ -1,0 +1,362 @@
+"""The documentation site in a real browser (Debian's chromium, driven by playwright).
+
+The site is built with ``mkdocs build --strict`` (or taken from ``$ATTENTION_SPEC_SITE``), served
+on 127.0.0.1, and every page is opened. Checked: every equation is rendered by the vendored
+MathJax, no request leaves the machine, no console errors, clause <-> code links work both
+ways, every internal link and fragment resolves, and search finds a clause offline.
+
+Without chromium, playwright or mkdocs the tests are skipped, except where ``$CI`` is set:
+there they fail, because CI must run them (``.ci/run`` installs chromium, the nox ``tests``
+session the ``docs`` and ``browser`` extras).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import functools
+import hashlib
+import http.server
+import importlib.util
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urldefrag, urljoin, urlparse
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = os.environ.get("ATTENTION_SPEC_CHROMIUM", "/usr/bin/chromium")
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-default-apps",
+    "--disable-extensions",
+    "--disable-sync",
+    "--no-first-run",
+]
+HOST = "127.0.0.1"
+
+
+def require(ok: object, reason: str) -> None:
+    """Skip without ``ok``, or fail where ``$CI`` is set (CI must run these tests)."""
+    if ok:
+        return
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason}; CI is set, so the browser test must run")
+    pytest.skip(reason)
+
+
+# -- the site --------------------------------------------------------------------------------------
+def _inputs_key() -> str:
+    h = hashlib.sha256()
+    for folder in ("docs", "spec", "transformer"):
+        for path in sorted((ROOT / folder).rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts:
+                h.update(path.relative_to(ROOT).as_posix().encode())
+                h.update(path.read_bytes())
+    h.update((ROOT / "mkdocs.yml").read_bytes())
+    return h.hexdigest()
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # xdist workers build once, one at a time
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@pytest.fixture(scope="module")
+def site() -> Path:
+    """The built site: ``$ATTENTION_SPEC_SITE``, or built here (reused while nothing changed)."""
+    given = os.environ.get("ATTENTION_SPEC_SITE")
+    if given:
+        require(
+            Path(given, "index.html").exists(), f"$ATTENTION_SPEC_SITE={given} has no index.html"
+        )
+        return Path(given)
+    require(importlib.util.find_spec("mkdocs"), "mkdocs is not installed: pip install -e '.[docs]'")
+    target = ROOT / "build" / "docs-browser-site"
+    stamp = ROOT / "build" / "docs-browser-site.key"
+    with _locked(ROOT / "build" / "docs-browser-site.lock"):
+        key = _inputs_key()
+        if not (stamp.exists() and stamp.read_text() == key and (target / "index.html").exists()):
+            stamp.unlink(missing_ok=True)
+            env = {**os.environ, "DISABLE_MKDOCS_2_WARNING": "true", "NO_MKDOCS_2_WARNING": "1"}
+            env.pop("PYTEST_ADDOPTS", None)
+            build = subprocess.run(
+                [sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(target)],
+                cwd=ROOT,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=900,
+            )
+            assert build.returncode == 0, f"mkdocs build --strict failed:\n{build.stderr[-6000:]}"
+            stamp.write_text(key)
+    return target
+
+
+@pytest.fixture(scope="module")
+def server(site: Path) -> Iterator[str]:
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    handler = functools.partial(Quiet, directory=str(site))
+    httpd = http.server.ThreadingHTTPServer((HOST, 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://{HOST}:{httpd.server_address[1]}/"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+# -- the browser -----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    require(
+        importlib.util.find_spec("playwright"),
+        "playwright is not installed: pip install -e '.[browser]'",
+    )
+    require(
+        Path(CHROMIUM).exists(),
+        f"no chromium at {CHROMIUM}: apt-get install chromium",
+    )
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@dataclasses.dataclass
+class Visit:
+    """What one page showed."""
+
+    url: str
+    math: int = 0
+    rendered: int = 0
+    errors_in_math: int = 0
+    ids: set[str] = dataclasses.field(default_factory=set)
+    links: list[str] = dataclasses.field(default_factory=list)
+    console: list[str] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass
+class Crawl:
+    visits: dict[str, Visit]
+    outside: list[str]  # requests to another host (aborted)
+    missing: list[str]  # requests that got no file (404)
+
+
+def _page(browser: Any, crawl_outside: list[str], crawl_missing: list[str]) -> Any:
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, service_workers="block")
+
+    def route(r: Any) -> None:
+        host = urlparse(r.request.url).hostname
+        if r.request.url.startswith(("data:", "blob:")) or host == HOST:
+            r.continue_()
+        else:
+            crawl_outside.append(r.request.url)
+            r.abort()
+
+    context.route("**/*", route)
+    page = context.new_page()
+    page.on(
+        "response",
+        lambda resp: crawl_missing.append(resp.url) if resp.status >= 400 else None,
+    )
+    return page
+
+
+def _wait_for_math(page: Any) -> None:
+    page.wait_for_load_state("load")
+    page.evaluate(
+        "async () => { if (window.MathJax && MathJax.startup && MathJax.startup.promise)"
+        " { await MathJax.startup.promise; } }"
+    )
+
+
+@pytest.fixture(scope="module")
+def crawl(browser: Any, server: str, site: Path) -> Crawl:
+    """Open every page of the site once and record what it showed."""
+    outside: list[str] = []
+    missing: list[str] = []
+    page = _page(browser, outside, missing)
+    current: list[Visit] = []
+    page.on(
+        "console",
+        lambda m: current[-1].console.append(m.text) if m.type == "error" and current else None,
+    )
+    page.on("pageerror", lambda e: current[-1].console.append(str(e)) if current else None)
+    visits: dict[str, Visit] = {}
+    pages = sorted(
+        p.relative_to(site).as_posix()
+        for p in site.rglob("index.html")
+        if p.parent != site / "search"
+    )
+    for rel in pages:
+        url = urljoin(server, rel.removesuffix("index.html"))
+        visit = Visit(url)
+        current.append(visit)
+        page.goto(url)
+        _wait_for_math(page)
+        state = page.evaluate(
+            """() => ({
+              math: document.querySelectorAll('.arithmatex').length,
+              rendered: document.querySelectorAll('.arithmatex > mjx-container').length,
+              merror: document.querySelectorAll('mjx-merror').length,
+              ids: Array.from(document.querySelectorAll('[id], a[name]'))
+                   .map(e => e.id || e.getAttribute('name')),
+              links: Array.from(document.querySelectorAll('a[href]')).map(a => a.href),
+            })"""
+        )
+        visit.math, visit.rendered = state["math"], state["rendered"]
+        visit.errors_in_math = state["merror"]
+        visit.ids, visit.links = set(state["ids"]), state["links"]
+        visits[url] = visit
+    page.context.close()
+    return Crawl(visits, outside, missing)
+
+
+# -- the checks ------------------------------------------------------------------------------------
+def test_every_page_was_visited(crawl: Crawl, server: str) -> None:
+    pages = {url.removeprefix(server) for url in crawl.visits}
+    expected = {"", "conformance/", "guide/own-implementation/", "clauses/3.2.1/", "figures/"}
+    assert expected <= pages
+    assert len(pages) > 20
+
+
+def test_every_equation_is_rendered(crawl: Crawl) -> None:
+    total = sum(v.math for v in crawl.visits.values())
+    assert total > 50, f"only {total} equations on the whole site"
+    bad = {
+        v.url: (v.math, v.rendered, v.errors_in_math)
+        for v in crawl.visits.values()
+        if v.rendered != v.math or v.errors_in_math
+    }
+    assert not bad, f"pages with unrendered equations (found, rendered, mjx-merror): {bad}"
+
+
+def test_no_request_leaves_the_machine(crawl: Crawl) -> None:
+    assert not crawl.outside, f"requests to other hosts: {sorted(set(crawl.outside))}"
+
+
+def test_nothing_is_missing(crawl: Crawl) -> None:
+    assert not crawl.missing, f"requests answered 404: {sorted(set(crawl.missing))}"
+
+
+def test_no_console_errors(crawl: Crawl) -> None:
+    errors = {v.url: v.console for v in crawl.visits.values() if v.console}
+    assert not errors, f"console errors: {errors}"
+
+
+def test_every_internal_link_and_fragment_resolves(crawl: Crawl, site: Path, server: str) -> None:
+    broken: list[str] = []
+    checked = 0
+    for visit in crawl.visits.values():
+        for link in visit.links:
+            if not link.startswith(server):
+                continue
+            target, fragment = urldefrag(link)
+            rel = target.removeprefix(server)
+            path = site / rel
+            if rel == "" or rel.endswith("/"):
+                path = path / "index.html"
+            checked += 1
+            if not path.is_file():
+                broken.append(f"{visit.url} -> {link} (no file)")
+                continue
+            if fragment and path.name == "index.html":
+                target_visit = crawl.visits.get(target)
+                if target_visit is not None and fragment not in target_visit.ids:
+                    broken.append(f"{visit.url} -> {link} (no #{fragment})")
+    assert checked > 500, f"only {checked} internal links checked"
+    assert not broken, "broken links:\n" + "\n".join(broken[:50])
+
+
+def _open(browser: Any, url: str) -> Any:
+    page = _page(browser, [], [])
+    page.goto(url)
+    _wait_for_math(page)
+    return page
+
+
+def test_clause_links_to_its_test_and_code_and_back(browser: Any, server: str) -> None:
+    page = _open(browser, server + "clauses/3.2.1/")
+    try:
+        assert page.locator("#clause-3\\.2\\.1-eq1").count() == 1
+        # clause -> reference code (the API page of scaled_dot_product_attention)
+        page.locator(
+            "a[href$='reference/transformer/attention/#transformer.attention.scaled_dot_product_attention']"
+        ).first.click()
+        page.wait_for_load_state("load")
+        assert page.url.endswith(
+            "reference/transformer/attention/#transformer.attention.scaled_dot_product_attention"
+        )
+        assert page.locator("[id='transformer.attention.scaled_dot_product_attention']").count()
+        # code -> clause: the module's "Implements:" line links to the clause's anchor
+        page.locator("a[href$='clauses/3.2.1/#scale']").first.click()
+        page.wait_for_load_state("load")
+        assert page.url.endswith("clauses/3.2.1/#scale")
+        assert page.locator("#clause-3\\.2\\.1-scale").count() == 1
+        # clause -> its test (API page of the suite), and the test -> its clause
+        page.locator(
+            "a[href$='reference/spec/suite/test_3_2_1_attention/#spec.suite.test_3_2_1_attention.test_scale']"
+        ).first.click()
+        page.wait_for_load_state("load")
+        test_heading = page.locator("[id='spec.suite.test_3_2_1_attention.test_scale']")
+        assert test_heading.count() == 1
+        back = page.locator(
+            "[id='spec.suite.test_3_2_1_attention.test_scale'] ~ div a[href$='clauses/3.2.1/#scale']"
+        )
+        assert back.count() >= 1
+        back.first.click()
+        page.wait_for_load_state("load")
+        assert page.url.endswith("clauses/3.2.1/#scale")
+    finally:
+        page.context.close()
+
+
+def test_clause_headings_list_their_backlinks(browser: Any, server: str) -> None:
+    page = _open(browser, server + "clauses/3.2.1/")
+    try:
+        backlinks = page.locator(".clause-backlinks a[href*='reference/transformer/attention/']")
+        assert backlinks.count() >= 1
+    finally:
+        page.context.close()
+
+
+def test_search_finds_a_clause_offline(browser: Any, server: str) -> None:
+    outside: list[str] = []
+    page = _page(browser, outside, [])
+    try:
+        page.goto(server)
+        page.wait_for_load_state("load")
+        page.locator("label.md-search__icon, .md-search__input").first.click()
+        box = page.locator("input.md-search__input")
+        box.press_sequentially("Masked connections get weight exactly zero", delay=20)
+        result = page.locator(".md-search-result__link[href*='clauses/3.2.1/']")
+        result.first.wait_for(timeout=15000)
+        assert result.count() >= 1
+        assert not outside, f"search asked other hosts: {outside}"
+    finally:
+        page.context.close()
