@@ -1,4 +1,4 @@
-"""Sessions: tests (CPU), conformance, lint, typecheck, docs, docs_serve.
+"""Sessions: tests (CPU), conformance, lint, typecheck, docs, docs_serve, flakes.
 
 CPU sessions install ``torch==2.13.0`` (a CPU build); set ``ATTENTION_SPEC_TORCH`` to another
 requirement (for example ``torch>=2.4``) to use a different one.
@@ -83,3 +83,11 @@ def docs_serve(session: nox.Session) -> None:
     """Serve the site on http://127.0.0.1:8000 and rebuild on changes (arguments: ``mkdocs serve``)."""
     install(session, "docs")
     session.run("mkdocs", "serve", "--dev-addr", "127.0.0.1:8000", *session.posargs, env=DOCS_ENV)
+
+
+@nox.session
+def flakes(session: nox.Session) -> None:
+    """The suite ten times against the reference with the thorough profile and hypothesis seeds
+    1 to 10 (``scripts/flake_check.py``; its options after ``--``, e.g. ``-- --runs 3``)."""
+    install(session)
+    session.run("python", "scripts/flake_check.py", *session.posargs)

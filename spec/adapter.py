@@ -13,6 +13,9 @@ Conventions at the boundary
 * Token ids are ``torch.long``.
 * Modules are ``torch.nn.Module``; the suite switches them with ``.train()`` / ``.eval()``.
 * Weight layouts are the paper's, applied as ``x @ W`` (rows are input features).
+* Methods leave their tensor arguments unchanged (no in-place operations on them), and the
+  methods that compute activations, attention weights or a loss return them in the dtype and
+  on the device of their inputs. :mod:`spec.guard` checks both on every call.
 
 Canonical parameter names
 -------------------------

@@ -12,6 +12,10 @@ Passing is CONFORMS; :meth:`Check.variant` turns a pass into VARIANT; :meth:`Che
 :meth:`Check.deviates` fail with a :class:`Deviation` (DEVIATES) whose message holds the clause,
 its statement and equation, the diagnosis and a reproducer; a missing capability is
 NOT PROVIDED; any other exception is ERROR.
+
+The capabilities :meth:`Check.require` returns are guarded (:mod:`spec.guard`): a call that
+modifies its tensor inputs in place, or returns activations in another dtype or on another
+device than its inputs', deviates, naming the adapter method.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from torch import Tensor
 from .adapter import NotProvided, capability
 from .clauses import Clause
 from .diagnosis import explain
+from .guard import guarded
 from .tolerances import Tolerance, diagnose, error_ratio
 
 
@@ -62,8 +67,9 @@ class Check:
         self.variants: list[tuple[str, str]] = []
 
     def require(self, name: str) -> Callable[..., Any]:
-        """The adapter's capability ``name``; NOT PROVIDED if it has none."""
-        return capability(self.adapter, name)
+        """The adapter's capability ``name``, guarded (:func:`spec.guard.guarded`); NOT PROVIDED
+        if it has none."""
+        return guarded(self, name, capability(self.adapter, name))
 
     def has(self, name: str) -> bool:
         """Whether the adapter provides ``name``."""
@@ -97,6 +103,28 @@ class Check:
         if not condition:
             self.deviates(summary, diagnosis)
 
+    def expect_tensor(
+        self,
+        value: object,
+        what: str,
+        *,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+    ) -> Tensor:
+        """Deviate unless ``value`` is a tensor (with ``dtype``, on ``device``, where given).
+
+        The check an implementation's output gets against the dtype and device it was given
+        (the environment's ``env.dtype`` and ``env.device``, or its inputs'), never against
+        those of an oracle result, which is float64 on the CPU. Returns ``value``.
+        """
+        if not isinstance(value, Tensor):
+            self.deviates(f"{what}: expected a tensor, got {type(value).__name__}")
+        if dtype is not None and value.dtype != dtype:
+            self.deviates(f"{what} returned dtype {value.dtype}, expected {dtype}")
+        if device is not None and not _same_device(value.device, torch.device(device)):
+            self.deviates(f"{what} returned device {value.device}, expected {device}")
+        return value
+
     def close(
         self,
         actual: Tensor,
@@ -114,8 +142,14 @@ class Check:
             self.deviates(f"{what}: expected a tensor, got {type(actual).__name__}")
         if tuple(actual.shape) != tuple(expected.shape):
             self.deviates(f"{what}: shape {list(actual.shape)}, expected {list(expected.shape)}")
+        if actual.device.type == "meta":
+            self.deviates(f"{what}: the output is on device meta (it holds no values)")
         if actual.is_floating_point() and not bool(torch.isfinite(actual).all()):
-            self.deviates(f"{what}: the output holds NaN or Inf")
+            nan, inf = int(actual.isnan().sum()), int(actual.isinf().sum())
+            self.deviates(
+                f"{what}: the output holds NaN or Inf ({nan} NaN, {inf} Inf of "
+                f"{actual.numel()} entries)"
+            )
         ratio = error_ratio(actual, expected, tol)
         if ratio <= 1.0:
             return
@@ -125,3 +159,13 @@ class Check:
             f"(rtol={tol.rtol:g}, atol={tol.atol:g})",
             found,
         )
+
+
+def _same_device(actual: torch.device, expected: torch.device) -> bool:
+    """Whether two devices are the same; one without an index (``cuda``: the current CUDA
+    device) matches any index of its type."""
+    if actual.type != expected.type:
+        return False
+    if actual.index is None or expected.index is None:
+        return True
+    return actual.index == expected.index

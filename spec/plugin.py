@@ -7,9 +7,12 @@ stays silent in runs that collect no clause test.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
+import shutil
 import sys
+import tempfile
 import zlib
 from collections.abc import Generator, Iterator
 from typing import Any
@@ -17,7 +20,7 @@ from typing import Any
 import pytest
 import torch
 
-from . import __version__, report, strategies
+from . import __version__, report, strategies, timeout
 from .adapter import ENV_VAR, Adapter, AdapterError, NotProvided, load_adapter
 from .check import Check, Deviation, Env
 from .clauses import CLAUSES
@@ -68,14 +71,30 @@ class ConformancePlugin:
                     stacklevel=2,
                 )
         self.adapter: Adapter | None = None
+        seconds = config.getoption("--spec-timeout")
+        self.timeout = timeout.DEFAULT if seconds is None else float(seconds)
+        if self.timeout < 0:
+            raise pytest.UsageError(f"--spec-timeout must be 0 (no limit) or more, got {seconds}")
+        if config.getoption("usepdb", False) or config.getoption("trace", False):
+            self.timeout = 0.0  # a debugging session must not be interrupted
+        self.timeout_warned = False
 
     def load(self) -> Adapter:
-        """The adapter under test, loaded once; a bad ``--impl`` stops the run with its reason."""
+        """The adapter under test, loaded once; a bad ``--impl`` stops the run with its reason,
+        and so does an adapter module that hangs while it is imported."""
         if self.adapter is None:
+            limit = (
+                timeout.limit(self.timeout)
+                if self.timeout and timeout.unavailable() is None
+                else contextlib.nullcontext()
+            )
             try:
-                self.adapter = load_adapter(self.impl)
+                with limit:
+                    self.adapter = load_adapter(self.impl)
             except AdapterError as exc:
                 raise pytest.UsageError(f"attention-spec: {exc}") from None
+            except timeout.Timeout as exc:
+                raise pytest.UsageError(f"attention-spec: loading the adapter {exc}") from None
         return self.adapter
 
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
@@ -83,6 +102,20 @@ class ConformancePlugin:
             self.load()
 
     # -- per test ---------------------------------------------------------------------------
+    @pytest.hookimpl(wrapper=True, trylast=True)
+    def pytest_runtest_call(self, item: pytest.Item) -> Generator[None, None, None]:
+        """Clause tests run under ``--spec-timeout`` (:mod:`spec.timeout`)."""
+        if not self.timeout or item.get_closest_marker("clause") is None:
+            return (yield)
+        why = timeout.unavailable()
+        if why is not None:
+            if not self.timeout_warned:
+                self.timeout_warned = True
+                item.warn(pytest.PytestWarning(f"--spec-timeout is not enforced: {why}"))
+            return (yield)
+        with timeout.limit(self.timeout):
+            return (yield)
+
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_makereport(
         self, item: pytest.Item, call: pytest.CallInfo[None]
@@ -123,6 +156,9 @@ class ConformancePlugin:
                 return Outcome(cid, Verdict.VARIANT, reasons, variant=names, test=test)
             return Outcome(cid, Verdict.CONFORMS, "", test=test)
         assert excinfo is not None
+        timed_out = _timeout_in(excinfo.value)
+        if timed_out is not None:  # hypothesis may raise another error while handling it
+            return Outcome(cid, Verdict.ERROR, str(timed_out), test=test)
         if isinstance(excinfo.value, Deviation):
             dev = excinfo.value
             return Outcome(cid, Verdict.DEVIATES, dev.summary, diagnosis=dev.diagnosis, test=test)
@@ -181,6 +217,18 @@ class ConformancePlugin:
         for path in (json_path, md_path):
             if path:
                 terminalreporter.write_line(f"conformance report written to {path}")
+
+
+def _timeout_in(exc: BaseException | None) -> timeout.Timeout | None:
+    """The :class:`~spec.timeout.Timeout` that ``exc`` is, or that it was raised while handling
+    (``__context__``, ``__cause__``), if any."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, timeout.Timeout):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def configure(config: pytest.Config) -> None:
@@ -302,4 +350,25 @@ def main(argv: list[str] | None = None) -> int:
     )
     base = [] if has_target else ["--pyargs", "spec.suite"]
     # -rfE: the short summary after the table lists failures and errors, not CUDA skips
-    return int(pytest.main([*base, "-p", "no:cacheprovider", "-rfE", *args]))
+    with private_hypothesis_storage():
+        return int(pytest.main([*base, "-p", "no:cacheprovider", "-rfE", *args]))
+
+
+@contextlib.contextmanager
+def private_hypothesis_storage() -> Iterator[None]:
+    """Keep hypothesis's files (its example database, its cache of constants) in a temporary
+    directory, removed at the end, instead of ``./.hypothesis``: a run leaves no trace in the
+    user's directory. ``$HYPOTHESIS_STORAGE_DIRECTORY``, when set, is used instead."""
+    if os.environ.get("HYPOTHESIS_STORAGE_DIRECTORY"):
+        yield
+        return
+    import hypothesis.configuration as configuration
+
+    previous = vars(configuration).get("__hypothesis_home_directory")  # set explicitly, if at all
+    directory = tempfile.mkdtemp(prefix="attention-spec-hypothesis-")
+    configuration.set_hypothesis_home_dir(directory)
+    try:
+        yield
+    finally:
+        configuration.set_hypothesis_home_dir(previous)
+        shutil.rmtree(directory, ignore_errors=True)

@@ -1,7 +1,8 @@
 """The ``pytest11`` entry point: the suite's options, and :mod:`spec.plugin` registered late.
 
 Options: ``--impl`` (or ``$TRANSFORMER_SPEC_IMPL``), ``--conformance-json PATH``,
-``--conformance-md PATH``, ``--expected-deviations FILE``, ``--spec-profile {ci,thorough}``.
+``--conformance-md PATH``, ``--expected-deviations FILE``, ``--spec-profile {ci,thorough}``,
+``--spec-timeout SECONDS``.
 The rest of the plugin is imported when pytest is configured, not when entry points load, so
 that coverage tools started by pytest measure it like any other code.
 """
@@ -32,6 +33,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         help="hypothesis profile for the property tests (default: ci, derandomised; "
         "also $TRANSFORMER_SPEC_PROFILE)",
+    )
+    group.addoption(
+        "--spec-timeout",
+        metavar="SECONDS",
+        type=float,
+        default=None,
+        help="a clause test running longer is interrupted and reported as ERROR "
+        "(default: 60; 0: no limit; POSIX main thread only, see spec.timeout)",
     )
 
 

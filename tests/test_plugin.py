@@ -52,13 +52,18 @@ not_an_adapter = object()
 def run(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch):
     pytester.makepyfile(broken=BROKEN)
     pytester.syspathinsert()
-    monkeypatch.setenv("PYTHONPATH", str(pytester.path))  # for xdist workers
+    monkeypatch.setenv("PYTHONPATH", str(pytester.path))
+    # xdist workers start from the sys.path this process started with: pytest's `pythonpath`
+    # setting is what puts the adapter module on theirs
+    path = f"pythonpath={pytester.path}"
 
     def go(*args: str) -> tuple[pytest.RunResult, dict]:
         out = pytester.path / "report.json"
+        out.unlink(missing_ok=True)  # never read the report of an earlier run
         result = pytester.runpytest_inprocess(
-            "--pyargs", ATTENTION, "-p", "no:cacheprovider", "--conformance-json", str(out), *args
-        )
+            "--pyargs", ATTENTION, "-p", "no:cacheprovider", "-o", path,
+            "--conformance-json", str(out), *args,
+        )  # fmt: skip
         report = json.loads(out.read_text()) if out.exists() else {}
         return result, report
 
@@ -152,8 +157,10 @@ def test_bad_impl_is_a_usage_error(run, impl: str, message: str) -> None:
 
 
 def test_xdist_gives_the_same_report(run) -> None:
-    _, serial = run("--impl", "broken:no_scale")
-    _, parallel = run("--impl", "broken:no_scale", "-n", "2")
+    serial_run, serial = run("--impl", "broken:no_scale")
+    parallel_run, parallel = run("--impl", "broken:no_scale", "-n", "2")
+    assert (serial_run.ret, parallel_run.ret) == (1, 1), parallel_run.stdout.str()[-2000:]
+    parallel_run.stdout.fnmatch_lines(["created: 2/2 workers", "*3.2.1/scale DEVIATES*"])
     strip = lambda r: [{k: v for k, v in c.items() if k != "tests"} for c in r["clauses"]]  # noqa: E731
     assert strip(serial) == strip(parallel)
 

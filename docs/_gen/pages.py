@@ -426,6 +426,7 @@ def nav() -> str:
         "* [Point the suite at your own implementation](guide/own-implementation.md)",
         "* [Conformance matrix](conformance.md)",
         "* [Figures](figures.md)",
+        "* [Security](security.md)",
         "* Specification",
         "    * [Overview](clauses/index.md)",
     ]

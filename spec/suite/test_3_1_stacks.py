@@ -200,9 +200,15 @@ def test_width(clause: Check, env: Env, rng: torch.Generator) -> None:
 @pytest.mark.clause("3.1/decoder-layer")
 def test_decoder_layer(clause: Check, env: Env, rng: torch.Generator) -> None:
     """One decoder layer is masked self-attention, attention over the encoder output, then the
-    FFN, each wrapped (N = 1, oracle)."""
+    FFN, each wrapped (N = 1, oracle); the two attention sub-layers have their own parameters."""
     decode = clause.require("decode")
     model, params = H.build_stacks(clause, env, rng, ONE_LAYER)
+    if clause.has("load_parameters"):  # distinct random values were loaded into each sub-layer
+        mine, cross = H.sub(params, "decoder.0.self_attn"), H.sub(params, "decoder.0.cross_attn")
+        same = sorted(k for k, t in mine.items() if k in cross and torch.equal(t, cross[k]))
+        clause.expect(not same, f"the self-attention and the encoder-decoder attention read back "
+                      f"the same values for {same} after different values were loaded: one "
+                      "module serves both")
     reading = H.reading_of(clause, env, rng, model, params, ONE_LAYER, "decoder")
     d = ONE_LAYER.d_model
     y, memory = env.randn(2, 4, d, generator=rng), env.randn(2, 6, d, generator=rng)
@@ -284,7 +290,9 @@ def test_shifted_right(clause: Check, env: Env, rng: torch.Generator) -> None:
 def test_shared_memory(clause: Check, env: Env, rng: torch.Generator) -> None:
     """Every decoder layer attends to the same memory: the output depends on the encoder output
     even when the encoder-decoder attention of all layers but one is silenced (W^O = 0), for
-    each layer in turn; and it matches the oracle in which every layer reads the same memory."""
+    each layer in turn; and it matches the oracle in which every layer reads the same memory,
+    also when that memory is the encoder's own output (a decoder that reads the encoder's layers
+    one by one, layer i the output of encoder layer i, is told apart only then)."""
     decode = clause.require("decode")
     config = dataclasses.replace(SMALL, n_layers=3)
     model, params = H.build_stacks(clause, env, rng, config)
@@ -304,6 +312,10 @@ def test_shared_memory(clause: Check, env: Env, rng: torch.Generator) -> None:
         clause.deviates(summary, found or explain("memory-not-shared"))
 
     out = decode(model, y, memory, mask)
+    from_encoder = None  # (the encoder's output, the decoder output for it)
+    if clause.has("encode"):
+        encoded = clause.require("encode")(model, env.randn(2, 5, d, generator=rng), mask)
+        from_encoder = encoded, decode(model, y, encoded, mask)
     reads_memory(params, "the decoder output does not change when the encoder output changes")
     if clause.has("load_parameters"):
         load, read = clause.require("load_parameters"), clause.require("parameters")
@@ -326,3 +338,13 @@ def test_shared_memory(clause: Check, env: Env, rng: torch.Generator) -> None:
     run = functools.partial(H.decoder, y, memory, params, config, mask, reading)
     H.judge(clause, out, run(), "decoder output", env.tol,
             functools.partial(H.stack_bugs, run, reading, "decoder"))
+    if from_encoder is not None:
+        encoded, actual = from_encoder
+        clause.expect(
+            error_ratio(actual, H.decoder(y, encoded, params, config, mask, reading), env.tol)
+            <= 1.0,
+            "decoding the encoder's own output differs from the oracle given that output, while "
+            "decoding another memory matches it: the decoder reads something other than the "
+            "memory it is given (such as the outputs of the encoder's layers)",
+            explain("memory-not-shared"),
+        )

@@ -93,7 +93,8 @@ def test_mask(clause: Check, env: Env, rng: torch.Generator) -> None:
         mask = data.draw(key_masks(b, lq, lk)).to(env.device)
         q, k, v = _inputs(env, rng, b, lq, lk, dk, dv)
         expected = oracle.attention(q, k, v, mask)
-        bugs = {"mask-ignored": oracle.attention(q, k, v), **_scale_bugs(q, k, v, mask)}
+        bugs = {"mask-ignored": oracle.attention(q, k, v), "mask-inverted":
+                oracle.attention(q, k, v, ~mask), **_scale_bugs(q, k, v, mask)}
         clause.close(attention(q, k, v, mask), expected, "masked attention", env.tol, bugs)
         # values behind the mask must not matter at all
         hidden = ~mask.any(dim=1).unsqueeze(-1)  # [b, lk, 1]: keys that no query may see

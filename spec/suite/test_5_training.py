@@ -17,6 +17,7 @@ from spec.adapter import Config
 from spec.check import Check, Env
 from spec.diagnosis import explain
 from spec.oracle import Spread
+from spec.suite import helpers as H
 from spec.suite.helpers import SMALL, build, cpu_float64, logits, shifted, tokens
 from spec.tolerances import Tolerance, error_ratio, tolerance
 
@@ -137,6 +138,8 @@ def _first_close(actual: Tensor, candidates: dict[str, Tensor], tol: Tolerance) 
 
 EPS = (1e-5, 1e-6)
 """LayerNorm epsilons tried where a test needs one (3.1/residual-norm judges which is used)."""
+ACTIVATIONS: tuple[Literal["relu", "gelu"], ...] = ("relu", "gelu")
+"""FFN activations tried where a test needs one (3.3/eq2 judges which is used)."""
 
 
 @pytest.mark.clause("5.4/residual-dropout")
@@ -247,7 +250,8 @@ def test_dropout_elsewhere(clause: Check, env: Env, rng: torch.Generator) -> Non
     A one-layer encoder in training mode with P_drop = 0.5, weights chosen so that a sub-layer's
     output s is non-zero in feature 0 only. Residual dropout then leaves x + k s with
     k in {0, 1 / (1 - P_drop)} at every position (k = 1 also accepted: 5.4/residual-dropout
-    judges that), so the output is one of a few oracle outputs, post- or pre-norm.
+    judges that), so the output is one of a few oracle outputs, post- or pre-norm, with a ReLU
+    or a GELU FFN (variant of 3.3/eq2; its outputs are not those of a ReLU).
 
     * attention-weight dropout: all positions get the same input, so the attention weights are
       uniform and the attention output is v W^O whatever the weights are, unless some of them
@@ -268,8 +272,10 @@ def test_dropout_elsewhere(clause: Check, env: Env, rng: torch.Generator) -> Non
     d, d_ff = config.d_model, config.d_ff
 
     def candidates(x: Tensor, q: dict[str, Tensor], name: str) -> list[Tensor]:
-        return [oracle.encoder(x, _scaled(q, name, k), 1, config.h, norm=norm, eps=eps)
-                for k in (0.0, 1.0, 1 / (1 - p)) for norm in ("post", "pre") for eps in EPS]
+        return [H.encoder(x, _scaled(q, name, k), config, reading=H.Reading(norm, eps,
+                                                                             activation=act))
+                for k in (0.0, 1.0, 1 / (1 - p)) for norm in ("post", "pre") for eps in EPS
+                for act in ACTIVATIONS]
 
     def load(q: dict[str, Tensor]) -> dict[str, Tensor]:
         """Load ``q`` and return what the adapter reads back (what the oracle uses)."""

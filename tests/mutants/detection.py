@@ -1,0 +1,214 @@
+"""What the suite must say of each implementation of the corpus, and the detection table.
+
+``tests/test_mutants.py`` runs the suite (in-process) against each mutant and variant and uses
+:func:`judge_mutant` / :func:`judge_variant` on the JSON report; when
+``$ATTENTION_SPEC_DETECTION_JSON`` names a file, it also :func:`record` s one row per
+implementation there (the documentation shows the table).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import inspect
+import json
+import os
+import pkgutil
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import spec.suite
+from spec.clauses import CLAUSES
+from tests.mutants import impl, mutants, variants
+from tests.mutants.kit import Implementation, Mutant, Variant
+
+DETECTION_ENV = "ATTENTION_SPEC_DETECTION_JSON"
+"""Names the detection table the meta-test writes (nothing is written when it is unset)."""
+FULL_ENV = "ATTENTION_SPEC_MUTANTS_FULL"
+"""Set to 1: run the whole suite against broken mutants too (slower; a complete table)."""
+DEFAULT_PATH = Path("build/docs-data/detection.json")
+
+Clauses = Mapping[str, Mapping[str, Any]]
+"""clause id -> the clause's entry of a ``--conformance-json`` report."""
+
+
+def clause_modules() -> dict[str, str]:
+    """Clause id -> the suite module (``spec.suite.test_...``) whose tests check it."""
+    out: dict[str, str] = {}
+    for info in pkgutil.iter_modules(spec.suite.__path__):
+        module = importlib.import_module(f"spec.suite.{info.name}")
+        for name, func in inspect.getmembers(module, inspect.isfunction):
+            for mark in getattr(func, "pytestmark", []):
+                if name.startswith("test_") and mark.name == "clause":
+                    out[mark.args[0]] = module.__name__
+    return out
+
+
+def full_runs() -> bool:
+    """Whether broken mutants are run against the whole suite ($ATTENTION_SPEC_MUTANTS_FULL)."""
+    return os.environ.get(FULL_ENV, "") not in ("", "0")
+
+
+def suite_modules(cls: type[Implementation], full: bool = False) -> list[str]:
+    """The suite modules to run: all of them for a variant (no clause may deviate) or with
+    ``full``; for a mutant, those of its EXPECTED and ERRORS clauses."""
+    if full or not issubclass(cls, Mutant):
+        return ["spec.suite"]
+    where = clause_modules()
+    return sorted({where[cid] for cid in (*cls.EXPECTED, *cls.ERRORS)})
+
+
+def _name(diagnosis: str | None) -> str | None:
+    """The bug name of a report's diagnosis (``"no-scale: the scores ..."`` -> ``"no-scale"``)."""
+    return None if diagnosis is None else diagnosis.split(":", 1)[0]
+
+
+def judge_mutant(cls: type[Mutant], clauses: Clauses, *, full: bool = False) -> list[str]:
+    """What is wrong with the suite's report on a broken mutant (nothing: an empty list).
+
+    Every EXPECTED clause deviates; the diagnoses the expected clauses give are DIAGNOSIS (at
+    least one of them) or, for a bug without a known diagnosis, none; and no clause reports
+    ERROR but those in ERRORS (not checked with ``full``: other modules may then fail on the
+    bug in ways this mutant does not declare).
+    """
+    problems = []
+    for cid in cls.EXPECTED:
+        verdict = clauses.get(cid, {}).get("verdict")
+        if verdict != "DEVIATES":
+            problems.append(f"{cid} must DEVIATE, got {verdict}")
+    given = {cid: _name(clauses[cid].get("diagnosis")) for cid in cls.EXPECTED if cid in clauses}
+    named = {d for d in given.values() if d is not None}
+    if cls.DIAGNOSIS is not None and cls.DIAGNOSIS not in named:
+        problems.append(f"no expected clause names {cls.DIAGNOSIS}; diagnoses given: {given}")
+    wrong = named - {cls.DIAGNOSIS}
+    if wrong:
+        problems.append(f"wrong diagnoses {sorted(wrong)} (expected {cls.DIAGNOSIS}): {given}")
+    if not full:
+        errors = {cid: c["reason"] for cid, c in clauses.items() if c["verdict"] == "ERROR"}
+        unexpected = {cid: reason for cid, reason in errors.items() if cid not in cls.ERRORS}
+        if unexpected:
+            problems.append(f"unexpected ERROR verdicts: {unexpected}")
+    return problems
+
+
+def reported_variants(clauses: Clauses) -> set[tuple[str, str]]:
+    """The (clause, variant name) pairs a report names."""
+    return {
+        (cid, name)
+        for cid, c in clauses.items()
+        if c["verdict"] == "VARIANT"
+        for name in (c.get("variant") or "").split(", ")
+    }
+
+
+def judge_variant(cls: type[Variant], clauses: Clauses) -> list[str]:
+    """What is wrong with the suite's report on a variant: every clause is reported, none
+    deviates or errs, and the variants named are exactly VARIANTS."""
+    problems = []
+    missing = sorted(set(CLAUSES) - set(clauses))
+    if missing:
+        problems.append(f"clauses not reported: {missing}")
+    bad = {
+        cid: f"{c['verdict']}: {c['reason']}"
+        for cid, c in clauses.items()
+        if c["verdict"] in ("DEVIATES", "ERROR")
+    }
+    if bad:
+        problems.append(f"a variant must not deviate: {bad}")
+    found, declared = reported_variants(clauses), set(cls.VARIANTS)
+    if found != declared:
+        problems.append(
+            f"variants reported {sorted(found)}, declared {sorted(declared)}: missing "
+            f"{sorted(declared - found)}, unexpected {sorted(found - declared)}"
+        )
+    return problems
+
+
+def mutant_row(cls: type[Mutant], clauses: Clauses, *, full: bool = False) -> dict[str, Any]:
+    """One row of the detection table for a broken mutant.
+
+    ``mutant``, ``bug``, ``expected_clauses``, ``verdicts`` (of the clauses run), ``diagnosis``
+    (the bug the expected clauses name, if any); and, for the documentation's mutant table,
+    ``name``, ``description``, ``expected_clause``, ``caught_by`` (the deviating clauses) and
+    ``detected`` (the report is what the corpus requires).
+    """
+    given = [_name(clauses[c].get("diagnosis")) for c in cls.EXPECTED if c in clauses]
+    diagnosis = next((d for d in given if d == cls.DIAGNOSIS), None) or next(
+        (d for d in given if d), None
+    )
+    caught = [cid for cid, c in clauses.items() if c["verdict"] == "DEVIATES"]
+    return {
+        "mutant": cls.name,
+        "impl": impl(cls),
+        "bug": cls.bug(),
+        "expected_clauses": list(cls.EXPECTED),
+        "expected_diagnosis": cls.DIAGNOSIS,
+        "verdicts": {cid: c["verdict"] for cid, c in clauses.items()},
+        "diagnosis": diagnosis,
+        "suite": "full" if full else "modules of the expected clauses",
+        "name": cls.name,
+        "description": cls.bug(),
+        "expected_clause": ", ".join(cls.EXPECTED),
+        "caught_by": caught,
+        "detected": not judge_mutant(cls, clauses, full=full),
+    }
+
+
+def variant_row(cls: type[Variant], clauses: Clauses) -> dict[str, Any]:
+    """One row of the detection table for a variant."""
+    return {
+        "variant": cls.name,
+        "impl": impl(cls),
+        "description": cls.bug(),
+        "expected_variants": [list(pair) for pair in cls.VARIANTS],
+        "verdicts": {cid: c["verdict"] for cid, c in clauses.items()},
+        "variants": {cid: c["variant"] for cid, c in clauses.items() if c["verdict"] == "VARIANT"},
+        "recognised": not judge_variant(cls, clauses),
+    }
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive lock on ``path.lock`` (xdist workers write one table; POSIX only)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: no lock
+        yield
+        return
+    with open(path.with_suffix(path.suffix + ".lock"), "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def record(path: str | os.PathLike[str], kind: str, row: dict[str, Any]) -> None:
+    """Put ``row`` (``kind``: ``"mutants"`` or ``"variants"``) into the table at ``path``,
+    replacing the implementation's earlier row; rows of implementations no longer in the corpus
+    are dropped, and rows are kept in corpus order."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    order = {
+        "mutants": [cls.name for cls in mutants()],
+        "variants": [cls.name for cls in variants()],
+    }
+    key = {"mutants": "mutant", "variants": "variant"}
+    with _locked(path):
+        try:
+            table = json.loads(path.read_text())
+        except (OSError, ValueError):
+            table = {}
+        rows: dict[str, dict[str, dict[str, Any]]] = {
+            k: {r[key[k]]: r for r in table.get(k, []) if r.get(key[k]) in order[k]} for k in key
+        }
+        rows[kind][row[key[kind]]] = row
+        table = {
+            "about": "the mutant corpus (tests/mutants) against the conformance suite; written "
+            "by tests/test_mutants.py (python -m tests.mutants)",
+            **{k: [rows[k][n] for n in order[k] if n in rows[k]] for k in key},
+        }
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(json.dumps(table, indent=2) + "\n")
+        os.replace(tmp, path)
