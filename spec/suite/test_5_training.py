@@ -114,19 +114,19 @@ def _with_dropout(config: Config, p: float, **changes: int) -> Config:
     return dataclasses.replace(config, dropout=p, **changes)  # type: ignore[arg-type]
 
 
-def _norms(x: Tensor, params: dict[str, Tensor], names: Iterable[str], eps: float) -> Tensor:
+def _norms(x: Tensor, params: dict[str, Tensor], names: Iterable[str], ln: H.Reading) -> Tensor:
     """LayerNorm after LayerNorm: what a stack of wrapped sub-layers whose outputs all vanish
-    computes (post-norm)."""
+    computes (post-norm), with the LayerNorm of ``ln``."""
     for name in names:
-        x = oracle.layer_norm(x, params[f"{name}.gamma"], params[f"{name}.beta"], eps)
+        x = H.layer_norm(x, H.sub(params, name), ln)
     return x
 
 
-def _final(x: Tensor, params: dict[str, Tensor], stack: str, eps: float) -> Tensor:
+def _final(x: Tensor, params: dict[str, Tensor], stack: str, ln: H.Reading) -> Tensor:
     """The stack's extra final LayerNorm, if it has one (variant ``final-norm`` of 3.1)."""
     if f"{stack}.norm.gamma" not in params:
         return x.double()
-    return oracle.layer_norm(x, params[f"{stack}.norm.gamma"], params[f"{stack}.norm.beta"], eps)
+    return H.layer_norm(x, H.sub(params, f"{stack}.norm"), ln)
 
 
 def _first_close(actual: Tensor, candidates: dict[str, Tensor], tol: Tolerance) -> str | None:
@@ -138,8 +138,26 @@ def _first_close(actual: Tensor, candidates: dict[str, Tensor], tol: Tolerance) 
 
 EPS = (1e-5, 1e-6)
 """LayerNorm epsilons tried where a test needs one (3.1/residual-norm judges which is used)."""
-ACTIVATIONS: tuple[Literal["relu", "gelu"], ...] = ("relu", "gelu")
-"""FFN activations tried where a test needs one (3.3/eq2 judges which is used)."""
+
+
+def _reading(clause: Check, env: Env, model: nn.Module, params: dict[str, Tensor],
+             config: Config) -> tuple[dict[str, H.Reading], H.Reading]:
+    """The LayerNorms to try, by name: PyTorch's with each of :data:`EPS`, and the model's own
+    (its epsilon, variance and place of epsilon, variants of 3.1/residual-norm, which judges
+    them); and the model's whole reading (found on the model in evaluation mode with a probe
+    drawn from a generator of its own, so that the test's random inputs stay the same)."""
+    found = H.reading_of(clause, env, torch.Generator().manual_seed(0), model, params, config,
+                         "encoder")
+    norms = {f"eps={eps:g}": H.Reading(eps=eps) for eps in EPS}
+    if _layer_norm(found) not in norms.values():
+        norms["the model's LayerNorm"] = _layer_norm(found)
+    return norms, found
+
+
+def _layer_norm(reading: H.Reading) -> H.Reading:
+    """Only the LayerNorm of ``reading`` (post-norm, ReLU)."""
+    return H.Reading(eps=reading.eps, unbiased=reading.unbiased,
+                     eps_inside_sqrt=reading.eps_inside_sqrt)
 
 
 @pytest.mark.clause("5.4/residual-dropout")
@@ -154,6 +172,8 @@ def test_residual_dropout(clause: Check, env: Env, rng: torch.Generator) -> None
     """
     config = _with_dropout(SMALL, 1.0)
     model, params = build(clause, env, rng, config)
+    lns, reading = _reading(clause, env, model, params, config)
+    own = _layer_norm(reading)
     model.train()
     n = config.n_layers
     x = env.randn(2, 6, config.d_model, generator=rng)
@@ -167,11 +187,11 @@ def test_residual_dropout(clause: Check, env: Env, rng: torch.Generator) -> None
     )
     for stack, actual, norms in runs:
         names = [f"{stack}.{i}.{k}" for i in range(n) for k in norms]
-        paper = {f"eps={eps:g}": _final(_norms(x, params, names, eps), params, stack, eps)
-                 for eps in EPS}
+        paper = {name: _final(_norms(x, params, names, ln), params, stack, ln)
+                 for name, ln in lns.items()}
         if _first_close(actual, paper, env.tol):
             continue
-        pre = _final(x, params, stack, EPS[0])
+        pre = _final(x, params, stack, own)
         if error_ratio(actual, pre, env.tol) <= 1.0:
             clause.variant("pre-norm", f"with P_drop = 1 the {stack} is the identity (up to its "
                            "final norm): x + Dropout(Sublayer(LayerNorm(x)))")
@@ -184,7 +204,7 @@ def test_residual_dropout(clause: Check, env: Env, rng: torch.Generator) -> None
         bugs = {
             "no-residual-dropout": intact,
             "dropout-after-residual": _final(
-                params[f"{last}.beta"].double().expand_as(x), params, stack, EPS[0]),
+                params[f"{last}.beta"].double().expand_as(x), params, stack, own),
         }
         clause.close(actual, paper["eps=1e-05"], f"{stack} output with P_drop = 1 (train mode)",
                      env.tol, bugs)
@@ -250,8 +270,9 @@ def test_dropout_elsewhere(clause: Check, env: Env, rng: torch.Generator) -> Non
     A one-layer encoder in training mode with P_drop = 0.5, weights chosen so that a sub-layer's
     output s is non-zero in feature 0 only. Residual dropout then leaves x + k s with
     k in {0, 1 / (1 - P_drop)} at every position (k = 1 also accepted: 5.4/residual-dropout
-    judges that), so the output is one of a few oracle outputs, post- or pre-norm, with a ReLU
-    or a GELU FFN (variant of 3.3/eq2; its outputs are not those of a ReLU).
+    judges that), so the output is one of a few oracle outputs, post- or pre-norm, with the
+    model's LayerNorm and FFN activation (variants of 3.1/residual-norm and 3.3/eq2, judged
+    there).
 
     * attention-weight dropout: all positions get the same input, so the attention weights are
       uniform and the attention output is v W^O whatever the weights are, unless some of them
@@ -268,14 +289,14 @@ def test_dropout_elsewhere(clause: Check, env: Env, rng: torch.Generator) -> Non
     config = _with_dropout(SMALL, p, n_layers=1)
     model, params = build(clause, env, rng, config)
     params = {name: t.clone() for name, t in params.items()}  # not views of the live weights
+    lns, reading = _reading(clause, env, model, params, config)
     model.train()
     d, d_ff = config.d_model, config.d_ff
 
     def candidates(x: Tensor, q: dict[str, Tensor], name: str) -> list[Tensor]:
-        return [H.encoder(x, _scaled(q, name, k), config, reading=H.Reading(norm, eps,
-                                                                             activation=act))
-                for k in (0.0, 1.0, 1 / (1 - p)) for norm in ("post", "pre") for eps in EPS
-                for act in ACTIVATIONS]
+        return [H.encoder(x, _scaled(q, name, k), config, reading=dataclasses.replace(
+                    ln, norm=norm, activation=reading.activation))
+                for k in (0.0, 1.0, 1 / (1 - p)) for norm in ("post", "pre") for ln in lns.values()]
 
     def load(q: dict[str, Tensor]) -> dict[str, Tensor]:
         """Load ``q`` and return what the adapter reads back (what the oracle uses)."""

@@ -33,6 +33,15 @@ class NotShifted(Mutant):
         return tgt
 
 
+class ShiftedWithPadding(Mutant):
+    """The target is shifted right with F.pad, so the decoder input starts with 0 (padding), not bos."""
+
+    EXPECTED = ("3.1/shifted-right",)
+
+    def decoder_input(self, tgt: Tensor, bos_id: int) -> Tensor:
+        return F.pad(tgt[:, :-1], (1, 0))
+
+
 # -- 5.4 residual dropout and evaluation mode ----------------------------------------------------
 
 
