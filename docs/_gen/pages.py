@@ -5,7 +5,6 @@ Runs after ``reports.py`` (which started the suite in the background) and ``figu
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -315,62 +314,63 @@ def matrix_page() -> str:
     return "\n".join(out)
 
 
-MUTANTS_EXAMPLE = {
-    "mutants": [
-        {
-            "name": "no-scale",
-            "description": "scores not scaled by 1/sqrt(d_k)",
-            "expected_clause": "3.2.1/scale",
-            "caught_by": ["3.2.1/eq1", "3.2.1/scale"],
-            "diagnosis": "no-scale",
-            "detected": True,
-        }
-    ]
-}
+def _clauses(ids: list[str]) -> str:
+    return ", ".join(S.clause_link(c) if c in S.CLAUSES else S.md_text(c) for c in ids)
 
 
 def mutants_section() -> list[str]:
+    """The detection table of the mutant corpus (``tests/mutants``), if the build has it."""
     out = ["## Mutant corpus", ""]
-    data = S.mutants()
-    fmt = [
-        "The table of the mutant corpus (deliberately broken implementations that the suite "
-        "must catch) is shown here when the build finds it as JSON in "
-        f"`{S.MUTANTS_JSON.relative_to(S.ROOT) if S.MUTANTS_JSON.is_relative_to(S.ROOT) else S.MUTANTS_JSON}` "
-        "(or at `$ATTENTION_SPEC_MUTANTS_JSON`), in this format:",
-        "",
-        "```json",
-        json.dumps(MUTANTS_EXAMPLE, indent=2),
-        "```",
-        "",
-    ]
+    data = S.detection()
     if data is None:
         return [
+            *out,
             '!!! note "Not generated in this build"',
             "",
-            "    No mutant-corpus table was found.",
+            "    The mutant corpus was not run (`ATTENTION_SPEC_DOCS_REPORTS=skip`, or its "
+            "run failed: see the build's log).",
             "",
-            *fmt,
         ]
-    rows = data.get("mutants", [])
-    detected = sum(bool(r.get("detected")) for r in rows)
+    broken, variants = data.get("mutants", []), data.get("variants", [])
+    caught = sum(bool(r["detected"]) for r in broken)
+    recognised = sum(bool(r["recognised"]) for r in variants)
     out += [
-        f"{detected} of {len(rows)} mutants detected.",
+        f"The suite against the implementations of `tests/mutants/`: each is the reference with "
+        f"one change. **{caught} of {len(broken)}** broken ones are caught: every clause they "
+        "must break reports DEVIATES, with the diagnosis named where the suite knows the bug. "
+        f"**{recognised} of {len(variants)}** legitimate variants are recognised: reported as "
+        "their named VARIANT, with no clause deviating. `tests/test_mutants.py` fails otherwise; "
+        "`python -m tests.mutants` writes this table to `build/docs-data/detection.json`.",
         "",
-        "| mutant | description | must be caught by | caught by | diagnosis | detected |",
+        "### Broken implementations",
+        "",
+        "| bug | what is wrong | must deviate | verdicts there | diagnosis | caught |",
         "|---|---|---|---|---|---|",
     ]
-    for r in rows:
-        expected = r.get("expected_clause") or ""
-        exp = S.clause_link(expected) if expected in S.CLAUSES else S.md_text(expected)
-        caught = ", ".join(
-            S.clause_link(c) if c in S.CLAUSES else S.md_text(c) for c in r.get("caught_by", [])
-        )
-        mark = "yes" if r.get("detected") else "**no**"
+    for r in broken:
+        expected = r["expected_clauses"]
+        verdicts = " ".join(S.badge(r["verdicts"].get(c)) for c in expected)
+        diagnosis = f"`{r['diagnosis']}`" if r["diagnosis"] else "(none known)"
+        if r["expected_diagnosis"] and r["diagnosis"] != r["expected_diagnosis"]:
+            diagnosis += f" (expected `{r['expected_diagnosis']}`)"
+        mark = "yes" if r["detected"] else "**no**"
         out.append(
-            f"| `{r.get('name', '?')}` | {S.md_text(r.get('description', ''))} | {exp} | "
-            f"{caught} | {S.md_text(r.get('diagnosis') or '')} | {mark} |"
+            f"| `{r['mutant']}` | {S.md_text(r['bug'])} | {_clauses(expected)} | "
+            f"{verdicts} | {diagnosis} | {mark} |"
         )
-    return [*out, "", *fmt]
+    out += [
+        "",
+        "### Legitimate variants",
+        "",
+        "| variant | what is different | must be named | recognised |",
+        "|---|---|---|---|",
+    ]
+    for r in variants:
+        named = "<br>".join(f"{_clauses([c])}: `{v}`" for c, v in r["expected_variants"])
+        named = named or "none: conforms to every clause"
+        mark = "yes" if r["recognised"] else "**no**"
+        out.append(f"| `{r['variant']}` | {S.md_text(r['description'])} | {named} | {mark} |")
+    return [*out, ""]
 
 
 write("conformance.md", matrix_page())

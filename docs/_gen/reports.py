@@ -1,7 +1,8 @@
 """mkdocs-gen-files script (runs first): start the conformance suite in the background.
 
-The suite runs against each implementation of ``sitedata.IMPLEMENTATIONS`` while the figures
-are drawn; ``pages.py`` waits for the reports. Up-to-date reports are reused.
+The suite runs against each implementation of ``sitedata.IMPLEMENTATIONS``, and the mutant
+corpus's meta-test writes its detection table, while the figures are drawn; ``pages.py`` waits
+for them. Up-to-date results are reused.
 """
 
 import sys

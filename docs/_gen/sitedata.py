@@ -41,8 +41,10 @@ log = logging.getLogger("mkdocs.plugins.attention_spec_docs")
 DATA_DIR = Path(os.environ.get("ATTENTION_SPEC_DOCS_DATA") or ROOT / "build" / "docs-data")
 """Where the build keeps the suite's reports (and finds the optional mutant-corpus table)."""
 
-MUTANTS_JSON = Path(os.environ.get("ATTENTION_SPEC_MUTANTS_JSON") or DATA_DIR / "mutants.json")
-"""The optional mutant-corpus detection table (see the conformance page for its format)."""
+DETECTION_JSON = Path(
+    os.environ.get("ATTENTION_SPEC_DETECTION_JSON") or DATA_DIR / "detection.json"
+)
+"""The mutant corpus's detection table, written by ``python -m tests.mutants``."""
 
 IMPLEMENTATIONS: dict[str, str] = {
     "reference": "reference (transformer)",
@@ -233,10 +235,11 @@ def report_path(impl: str) -> Path:
     return DATA_DIR / f"conformance-{impl}.json"
 
 
-def _source_key() -> str:
-    """A hash of everything a report depends on: the suite, the implementations, versions."""
+def _source_key(*packages: str) -> str:
+    """A hash of everything a report depends on: the suite, the implementations (and
+    ``packages``, folders under the root), the versions."""
     h = hashlib.sha256()
-    for package in ("spec", "transformer"):
+    for package in ("spec", "transformer", *packages):
         for path in sorted((ROOT / package).rglob("*.py")):
             h.update(path.relative_to(ROOT).as_posix().encode())
             h.update(path.read_bytes())
@@ -245,11 +248,58 @@ def _source_key() -> str:
     return h.hexdigest()
 
 
-def start_reports() -> None:
-    """Start the suite against each implementation in the background, unless cached.
+def _stale(target: Path, key: str, mode: str) -> bool:
+    """Whether ``target`` must be made again (``mode`` ``run``, or no stamp of ``key``)."""
+    stamp = target.with_suffix(".key")
+    fresh = target.exists() and stamp.exists() and stamp.read_text() == key
+    if fresh and mode == "auto":
+        log.info(f"up to date: {target}")
+        return False
+    target.unlink(missing_ok=True)
+    return True
 
-    ``$ATTENTION_SPEC_DOCS_REPORTS``: ``auto`` (default: reuse reports made from the same
-    sources), ``run`` (always run the suite), ``skip`` (never run it; pages say so).
+
+def _start(
+    name: str, command: list[str], target: Path, key: str, cwd: Path, threads: int, **env: str
+) -> None:
+    """Run ``command`` in the background; :func:`_finish` waits for it and stamps ``target``."""
+    log_path = target.with_suffix(".log")
+    environ = {
+        **os.environ,
+        "OMP_NUM_THREADS": str(threads),
+        "MKL_NUM_THREADS": str(threads),
+        **env,
+    }
+    environ.pop("PYTEST_ADDOPTS", None)
+    log.info(f"running {name} (log: {log_path})")
+    with open(log_path, "wb") as out:
+        process = subprocess.Popen(
+            command, cwd=cwd, env=environ, stdout=out, stderr=subprocess.STDOUT
+        )
+    _RUNS[name] = (process, target, log_path, key)
+
+
+def _finish(name: str, target: Path) -> dict[str, Any] | None:
+    """Wait for the run ``name`` (if one was started) and read ``target`` (None: missing).
+
+    Exit codes 0 and 1 (some tests failed: the report says which) keep the result."""
+    if name in _RUNS:
+        process, target, log_path, key = _RUNS.pop(name)
+        code = process.wait()
+        if code not in (0, 1) or not target.exists():
+            tail = log_path.read_text(errors="replace")[-3000:]
+            log.error(f"{name} exited {code}:\n{tail}")
+        else:
+            target.with_suffix(".key").write_text(key)
+    return json.loads(target.read_text()) if target.exists() else None
+
+
+def start_reports() -> None:
+    """Start, in the background, the suite against each implementation and the mutant corpus's
+    meta-test (for its detection table), unless their results are cached.
+
+    ``$ATTENTION_SPEC_DOCS_REPORTS``: ``auto`` (default: reuse results made from the same
+    sources), ``run`` (always run them), ``skip`` (never run them; pages say so).
     """
     mode = os.environ.get("ATTENTION_SPEC_DOCS_REPORTS", "auto")
     if mode == "skip":
@@ -258,56 +308,47 @@ def start_reports() -> None:
     key = _source_key()
     threads = max(1, (os.cpu_count() or 2) // len(IMPLEMENTATIONS))
     for impl in IMPLEMENTATIONS:
-        target, stamp = report_path(impl), report_path(impl).with_suffix(".key")
-        if mode == "auto" and target.exists() and stamp.exists() and stamp.read_text() == key:
-            log.info(f"conformance report of {impl} is up to date: {target}")
-            continue
-        target.unlink(missing_ok=True)
-        log_path = target.with_suffix(".log")
-        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-        env.pop("PYTEST_ADDOPTS", None)
-        workdir = tempfile.mkdtemp(prefix="attention-spec-docs-")
-        command = [
-            sys.executable,
-            "-m",
-            "spec",
-            "--impl",
-            impl,
-            f"--conformance-json={target}",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-        ]
-        log.info(f"running the conformance suite against {impl} (log: {log_path})")
-        with open(log_path, "wb") as out:
-            process = subprocess.Popen(
-                command, cwd=workdir, env=env, stdout=out, stderr=subprocess.STDOUT
-            )
-        _RUNS[impl] = (process, target, log_path, key)
+        target = report_path(impl)
+        if _stale(target, key, mode):
+            command = [
+                sys.executable,
+                "-m",
+                "spec",
+                "--impl",
+                impl,
+                f"--conformance-json={target}",
+                "-q",
+                "-p",
+                "no:cacheprovider",
+            ]
+            workdir = Path(tempfile.mkdtemp(prefix="attention-spec-docs-"))
+            _start(f"the conformance suite against {impl}", command, target, key, workdir, threads)
+    corpus = ROOT / "tests" / "mutants"
+    key = _source_key("tests/mutants")
+    if corpus.is_dir() and _stale(DETECTION_JSON, key, mode):
+        command = [sys.executable, "-m", "tests.mutants", "-p", "no:xdist"]
+        _start(
+            "the mutant corpus",
+            command,
+            DETECTION_JSON,
+            key,
+            ROOT,
+            1,
+            ATTENTION_SPEC_DETECTION_JSON=str(DETECTION_JSON),
+        )
 
 
 def reports() -> dict[str, dict[str, Any] | None]:
     """``--impl`` name -> its JSON report (waiting for runs in progress), or None."""
-    out: dict[str, dict[str, Any] | None] = {}
-    for impl in IMPLEMENTATIONS:
-        if impl in _RUNS:
-            process, target, log_path, key = _RUNS.pop(impl)
-            code = process.wait()
-            if code not in (0, 1) or not target.exists():
-                tail = log_path.read_text(errors="replace")[-3000:]
-                log.error(f"the conformance suite against {impl} exited {code}:\n{tail}")
-            else:
-                target.with_suffix(".key").write_text(key)
-        path = report_path(impl)
-        out[impl] = json.loads(path.read_text()) if path.exists() else None
-    return out
+    return {
+        impl: _finish(f"the conformance suite against {impl}", report_path(impl))
+        for impl in IMPLEMENTATIONS
+    }
 
 
-def mutants() -> dict[str, Any] | None:
-    """The mutant-corpus detection table, if a JSON file for it exists."""
-    if not MUTANTS_JSON.exists():
-        return None
-    return json.loads(MUTANTS_JSON.read_text())
+def detection() -> dict[str, Any] | None:
+    """The mutant corpus's detection table (waiting for a run in progress), or None."""
+    return _finish("the mutant corpus", DETECTION_JSON)
 
 
 # -- rendering helpers -------------------------------------------------------------------------
