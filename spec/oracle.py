@@ -419,23 +419,38 @@ def embed(ids: Tensor, E: Tensor, *, scale: bool = True, positions: Tensor | Non
 # -- 3.1 The stacks --------------------------------------------------------------------------
 
 
-def _sub(params: Params, prefix: str) -> dict[str, Tensor]:
+def sub(params: Params, prefix: str) -> dict[str, Tensor]:
     """The entries of ``params`` under ``prefix.``, with the prefix removed."""
     head = prefix + "."
     return {name[len(head) :]: t for name, t in params.items() if name.startswith(head)}
 
 
-def _wrap(
-    x: Tensor, sublayer: Callable[[Tensor], Tensor], norm_params: Params, norm: Norm, eps: float
+def residual(
+    x: Tensor,
+    sublayer: Callable[[Tensor], Tensor],
+    norm_params: Params,
+    norm: Norm = "post",
+    eps: float = 1e-5,
+    *,
+    unbiased: bool = False,
+    eps_inside_sqrt: bool = True,
 ) -> Tensor:
     """One sub-layer with its residual connection and LayerNorm (3.1/residual-norm).
 
     ``post`` (paper): LayerNorm(x + Sublayer(x)); ``pre`` (variant): x + Sublayer(LayerNorm(x));
-    ``no-residual`` (bug): LayerNorm(Sublayer(x)); ``no-norm`` (bug): x + Sublayer(x).
+    ``no-residual`` (bug): LayerNorm(Sublayer(x)); ``no-norm`` (bug): x + Sublayer(x). The
+    LayerNorm has ``norm_params`` ``gamma``, ``beta`` and the options of :func:`layer_norm`.
     """
 
     def ln(t: Tensor) -> Tensor:
-        return layer_norm(t, norm_params["gamma"], norm_params["beta"], eps)
+        return layer_norm(
+            t,
+            norm_params["gamma"],
+            norm_params["beta"],
+            eps,
+            unbiased=unbiased,
+            eps_inside_sqrt=eps_inside_sqrt,
+        )
 
     if norm == "post":
         return ln(x + sublayer(x))
@@ -474,8 +489,8 @@ def encoder_layer(
     (3.2.3/encoder-self). ``norm`` as in 3.1/residual-norm (``post``, ``pre``,
     ``no-residual``, ``no-norm``); ``bug`` is passed to every :func:`multi_head`.
     """
-    attn = _sub(params, f"{prefix}.self_attn")
-    ffn = _sub(params, f"{prefix}.ffn")
+    attn = sub(params, f"{prefix}.self_attn")
+    ffn = sub(params, f"{prefix}.ffn")
     _check_heads(attn, h, f"{prefix}.self_attn")
     mask = None if src_mask is None else padding_mask(src_mask)
 
@@ -485,8 +500,8 @@ def encoder_layer(
     def position_wise(t: Tensor) -> Tensor:
         return feed_forward(t, ffn)
 
-    x = _wrap(x, self_attention, _sub(params, f"{prefix}.norm_1"), norm, eps)
-    return _wrap(x, position_wise, _sub(params, f"{prefix}.norm_2"), norm, eps)
+    x = residual(x, self_attention, sub(params, f"{prefix}.norm_1"), norm, eps)
+    return residual(x, position_wise, sub(params, f"{prefix}.norm_2"), norm, eps)
 
 
 def _final_norm(
@@ -545,9 +560,9 @@ def decoder_layer(
     off-by-one bugs). Cross-attention: queries from the decoder, keys and values from
     ``memory``, padded source keys masked by ``src_mask`` ``[B, S]`` (3.2.3/cross-attention).
     """
-    self_attn = _sub(params, f"{prefix}.self_attn")
-    cross_attn = _sub(params, f"{prefix}.cross_attn")
-    ffn = _sub(params, f"{prefix}.ffn")
+    self_attn = sub(params, f"{prefix}.self_attn")
+    cross_attn = sub(params, f"{prefix}.cross_attn")
+    ffn = sub(params, f"{prefix}.ffn")
     _check_heads(self_attn, h, f"{prefix}.self_attn")
     _check_heads(cross_attn, h, f"{prefix}.cross_attn")
     memory = _f64(memory)
@@ -563,9 +578,9 @@ def decoder_layer(
     def position_wise(t: Tensor) -> Tensor:
         return feed_forward(t, ffn)
 
-    y = _wrap(y, masked_self_attention, _sub(params, f"{prefix}.norm_1"), norm, eps)
-    y = _wrap(y, encoder_decoder_attention, _sub(params, f"{prefix}.norm_2"), norm, eps)
-    return _wrap(y, position_wise, _sub(params, f"{prefix}.norm_3"), norm, eps)
+    y = residual(y, masked_self_attention, sub(params, f"{prefix}.norm_1"), norm, eps)
+    y = residual(y, encoder_decoder_attention, sub(params, f"{prefix}.norm_2"), norm, eps)
+    return residual(y, position_wise, sub(params, f"{prefix}.norm_3"), norm, eps)
 
 
 def decoder(

@@ -14,6 +14,7 @@ from spec import oracle
 from spec.adapter import Config
 from spec.check import Check, Env
 from spec.diagnosis import explain
+from spec.oracle import sub
 from spec.tolerances import Tolerance, diagnose, error_ratio
 
 SMALL = Config()
@@ -217,12 +218,6 @@ LayerNorm epsilon 1e-5 (PyTorch), 1e-6 (tensor2tensor, the Annotated Transformer
 ReLU or GELU; with or without an unexposed LayerNorm after the stack."""
 
 
-def sub(params: Mapping[str, Tensor], prefix: str) -> dict[str, Tensor]:
-    """The entries of ``params`` under ``prefix.``, with the prefix removed."""
-    head = prefix + "."
-    return {name[len(head) :]: t for name, t in params.items() if name.startswith(head)}
-
-
 def layers(params: Mapping[str, Tensor], stack: Stack) -> dict[int, dict[str, Tensor]]:
     """Layer index -> that layer's parameters (names without ``{stack}.{i}.``), in order."""
     out: dict[int, dict[str, Tensor]] = {}
@@ -244,27 +239,6 @@ def layer_norm(x: Tensor, norm_params: Mapping[str, Tensor], reading: Reading) -
         unbiased=reading.unbiased,
         eps_inside_sqrt=reading.eps_inside_sqrt,
     )
-
-
-def _wrap(
-    x: Tensor,
-    sublayer: Callable[[Tensor], Tensor],
-    norm_params: Mapping[str, Tensor],
-    reading: Reading,
-    norm: oracle.Norm,
-) -> Tensor:
-    def ln(t: Tensor) -> Tensor:
-        return layer_norm(t, norm_params, reading)
-
-    if norm == "post":
-        return ln(x + sublayer(x))
-    if norm == "pre":
-        return x + sublayer(ln(x))
-    if norm == "no-residual":
-        return ln(sublayer(x))
-    if norm == "no-norm":
-        return x + sublayer(x)
-    raise ValueError(f"unknown norm {norm!r}")
 
 
 def _attention_mask(
@@ -359,7 +333,10 @@ def _layer(
         def sublayer(t: Tensor, name: str = name, weights: dict[str, Tensor] = weights) -> Tensor:
             return sublayers[name](t, weights)
 
-        x = _wrap(x, sublayer, sub(params, f"{prefix}.{norms[name]}"), reading, norm)
+        x = oracle.residual(
+            x, sublayer, sub(params, f"{prefix}.{norms[name]}"), norm, reading.eps,
+            unbiased=reading.unbiased, eps_inside_sqrt=reading.eps_inside_sqrt,
+        )
     return x
 
 
