@@ -116,6 +116,49 @@ def logits(
     return clause.require("project")(model, clause.require("decode")(model, y, memory, src_mask))
 
 
+def batch_of(rng: torch.Generator, env: Env, lengths: list[int], length: int = 8,
+           tgt_length: int = 7) -> tuple[Tensor, Tensor, Tensor]:
+    """Source ids and padding mask for ``lengths``, and a shifted-right target, on ``env``."""
+    src, src_mask = tokens(rng, SMALL, len(lengths), length, lengths=lengths)
+    tgt, _ = tokens(rng, SMALL, len(lengths), tgt_length, vocab=SMALL.tgt_vocab)
+    tgt_in = torch.cat([torch.full_like(tgt[:, :1], SMALL.bos_id), tgt[:, :-1]], dim=1)
+    return src.to(env.device), src_mask.to(env.device), tgt_in.to(env.device)
+
+
+@dataclasses.dataclass(frozen=True)
+class Batch:
+    """Token ids with their padding mask, and embedded inputs of the same shapes (float64, CPU)
+    for adapters that take embedded inputs (``torch.nn`` has no embeddings)."""
+
+    src: Tensor
+    src_mask: Tensor
+    tgt_in: Tensor
+    x: Tensor
+    y: Tensor
+
+    @staticmethod
+    def draw(rng: torch.Generator, lengths: list[int]) -> Batch:
+        cpu = cpu_float64()
+        src, src_mask, tgt_in = batch_of(rng, cpu, lengths)
+        x = cpu.randn(*src.shape, SMALL.d_model, generator=rng)
+        y = cpu.randn(*tgt_in.shape, SMALL.d_model, generator=rng)
+        return Batch(src, src_mask, tgt_in, x, y)
+
+    def rows(self, index: Tensor | slice) -> Batch:
+        return Batch(*(t[index] for t in dataclasses.astuple(self)))
+
+    def run(self, clause: Check, model: torch.nn.Module, env: Env) -> Tensor:
+        """The logits through the whole model when the adapter embeds and projects; otherwise
+        the decoder output for the embedded inputs."""
+        src_mask = self.src_mask.to(env.device)
+        if all(clause.has(n) for n in ("embed_source", "embed_target", "project")):
+            return logits(clause, model, self.src.to(env.device), src_mask,
+                          self.tgt_in.to(env.device))
+        memory = clause.require("encode")(model, self.x.to(env.device, env.dtype), src_mask)
+        y = self.y.to(env.device, env.dtype)
+        return clause.require("decode")(model, y, memory, src_mask)
+
+
 EMBEDDING_NAMES = ("src_embedding", "tgt_embedding", "generator.W")
 """The three matrices 3.4/weight-tying is about (``generator.W`` is stored ``[d_model, V]``)."""
 
