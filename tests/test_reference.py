@@ -240,6 +240,17 @@ def test_noam_scheduler_follows_eq3() -> None:
         T.noam_rate(0, 512)
 
 
+def test_optimizer_is_fused_where_it_can_be() -> None:
+    """make_optimizer uses PyTorch's fused Adam for floating-point CPU parameters, and PyTorch's
+    default implementation for anything else (here a parameter on the meta device, or a list
+    of parameter groups)."""
+    p = torch.nn.Parameter(torch.zeros(3))
+    assert T.make_optimizer([p]).defaults["fused"] is True
+    meta = torch.nn.Parameter(torch.zeros(2, device="meta"))
+    assert T.make_optimizer([p, meta]).defaults["fused"] is None
+    assert T.make_optimizer([{"params": [p]}]).defaults["fused"] is None  # type: ignore[list-item]
+
+
 def test_overfits_a_tiny_copy_task() -> None:
     torch.manual_seed(0)
     src, tgt = toy.make_dataset("copy", 200, seed=3)

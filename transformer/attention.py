@@ -113,7 +113,6 @@ class MultiHeadAttention(nn.Module):
             need_weights: also return the per-head weights ``[B, h, L_q, L_k]``.
         """
         batch, length, _ = x.shape
-        w = self.in_proj.weight
         if memory is None:
             q, k, v = self._heads(self.in_proj(x)).unbind(0)
             if cache is not None and cache.k is not None and cache.v is not None:
@@ -121,11 +120,14 @@ class MultiHeadAttention(nn.Module):
             if cache is not None:
                 cache.k, cache.v = k, v
         else:
-            q = self._heads(F.linear(x, w[: self.d_model]))[0]
+            # W^Q for x, W^K and W^V (one product) for memory; one split, whose backward
+            # writes both gradients into one [3 d_model, d_model] tensor
+            w_q, w_kv = self.in_proj.weight.split([self.d_model, 2 * self.d_model])
+            q = self._heads(F.linear(x, w_q))[0]
             if cache is not None and cache.k is not None and cache.v is not None:
                 k, v = cache.k, cache.v
             else:
-                k, v = self._heads(F.linear(memory, w[self.d_model :])).unbind(0)
+                k, v = self._heads(F.linear(memory, w_kv)).unbind(0)
                 if cache is not None:
                     cache.k, cache.v = k, v
         if mask is not None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .attention import KVCache, MultiHeadAttention
@@ -23,7 +22,9 @@ class FeedForward(nn.Module):
         self.w_2 = nn.Linear(d_ff, d_model)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.w_2(F.relu(self.w_1(x)))
+        # relu_ in place: it overwrites the fresh x W_1 + b_1, which nothing else reads, instead
+        # of allocating another [..., d_ff] tensor (autograd keeps the ReLU's output)
+        return self.w_2(self.w_1(x).relu_())
 
 
 class Residual(nn.Module):

@@ -140,11 +140,12 @@ class Transformer(nn.Module):
             raise ValueError(
                 f"{name} token ids must be [batch, length], got shape {list(tokens.shape)}"
             )
-        if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= vocab):
-            raise ValueError(
-                f"{name} token ids must lie in [0, {vocab}), got values in "
-                f"[{int(tokens.min())}, {int(tokens.max())}]"
-            )
+        if tokens.numel():
+            low, high = torch.stack(torch.aminmax(tokens)).tolist()  # one read from the device
+            if low < 0 or high >= vocab:
+                raise ValueError(
+                    f"{name} token ids must lie in [0, {vocab}), got values in [{low}, {high}]"
+                )
 
 
 def shift_right(tgt: Tensor, bos_id: int) -> Tensor:

@@ -427,6 +427,7 @@ def nav() -> str:
         "* [Conformance matrix](conformance.md)",
         "* [Figures](figures.md)",
         "* [Security](security.md)",
+        "* [Performance](performance.md)",
         "* Specification",
         "    * [Overview](clauses/index.md)",
     ]
