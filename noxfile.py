@@ -1,12 +1,17 @@
-"""Sessions: tests (CPU), conformance, lint, typecheck, docs, docs_serve, flakes.
+"""Sessions: tests (CPU), conformance, lint, typecheck, docs, docs_serve, flakes, mutation,
+bench, tests_cuda.
 
 CPU sessions install ``torch==2.13.0`` (a CPU build); set ``ATTENTION_SPEC_TORCH`` to another
 requirement (for example ``torch>=2.4``) to use a different one.
+
+``tests_cuda`` is for a machine with an NVIDIA GPU: it creates no virtualenv and installs
+nothing, using the current environment's torch (a CUDA build), pytest and hypothesis.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 
 import nox
 
@@ -14,6 +19,7 @@ nox.options.sessions = ["lint", "typecheck", "tests"]
 nox.options.reuse_existing_virtualenvs = True
 
 TORCH = os.environ.get("ATTENTION_SPEC_TORCH", "torch==2.13.0")
+MUTMUT = "mutmut==3.8.1"
 
 
 def install(session: nox.Session, extras: str = "") -> None:
@@ -91,3 +97,76 @@ def flakes(session: nox.Session) -> None:
     1 to 10 (``scripts/flake_check.py``; its options after ``--``, e.g. ``-- --runs 3``)."""
     install(session)
     session.run("python", "scripts/flake_check.py", *session.posargs)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """The benchmark (``benchmarks/bench.py``): the reference against ``torch.nn.Transformer``
+    (training step, inference, peak memory), greedy decoding with and without the key/value
+    cache, the suite's wall time; a table, and JSON in ``build/bench/bench.json``. Its options
+    after ``--``: ``-- --device cuda`` (adds model FLOPs utilisation), ``-- --quick``."""
+    install(session)
+    session.run("python", "benchmarks/bench.py", *session.posargs)
+
+
+CUDA_PREFLIGHT = """
+import sys, torch
+if not torch.cuda.is_available():
+    sys.exit(
+        "tests_cuda needs an NVIDIA GPU: torch.cuda.is_available() is False "
+        f"(torch {torch.__version__}, CUDA build {torch.version.cuda}); "
+        "run the CPU sessions (nox -s tests) instead"
+    )
+print("CUDA:", torch.cuda.get_device_name(0), "torch", torch.__version__)
+"""
+
+
+@nox.session(venv_backend="none")
+def tests_cuda(session: nox.Session) -> None:
+    """On a GPU: the spec suite and the project's tests with the CUDA parametrisations active
+    (float32, bfloat16 and float16 against the CPU float64 oracle, with the tolerances of
+    ``spec/tolerances.py``; ``tests/test_cuda.py`` compares the reference on CUDA with the
+    reference on the CPU), then the benchmark with ``--device cuda``.
+
+    Uses the current environment (no virtualenv, no package index): torch with CUDA, pytest
+    and hypothesis must be installed, and this checkout too for ``python -m spec`` (the
+    benchmark times it): ``pip install --no-deps --no-build-isolation -e .`` needs no index.
+    Fails at once, saying so, without a CUDA device. Extra arguments go to pytest.
+    """
+    session.run("python", "-c", CUDA_PREFLIGHT)
+    # the suite's pytest plugin from this checkout, whether or not the package is installed
+    plugin = ["-p", "no:attention_spec", "-p", "spec.pytest_plugin"]
+    session.run(
+        "python",
+        "-m",
+        "pytest",
+        "-p",
+        "no:cacheprovider",
+        *plugin,
+        "spec/suite",
+        "tests",
+        *session.posargs,
+    )
+    session.run("python", "benchmarks/bench.py", "--device", "cuda")
+
+
+@nox.session
+def mutation(session: nox.Session) -> None:
+    """Mutation testing of ``transformer/`` with mutmut, then the score per module.
+
+    mutmut (``[tool.mutmut]`` in pyproject.toml) works in ``mutants/``; each mutant runs the
+    tests that reach the mutated function, from ``tests/test_reference*.py`` and the suite.
+    ``scripts/mutation_report.py`` prints killed/survived/timeout per module and fails if the
+    core modules score below 90% or a survivor is not explained in
+    ``tests/mutation-equivalents.md``. A run starts afresh (about 6 minutes on two cores);
+    ``-- --incremental`` keeps ``mutants/`` so that mutmut retests only what changed.
+    """
+    install(session, "test")
+    session.install(MUTMUT)
+    incremental = "--incremental" in session.posargs
+    if not incremental:
+        shutil.rmtree("mutants", ignore_errors=True)
+    children = str(os.cpu_count() or 2)
+    threads = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # one thread per mutant process
+    session.run("mutmut", "run", "--max-children", children, env=threads)
+    session.run("python", "scripts/mutation_report.py")

@@ -143,3 +143,10 @@ def test_greedy_decoding(case: str) -> None:
     assert cached.shape == recomputed.shape and cached.size(0) == src.size(0)
     if CASES[case][1] == torch.float32 and CASES[case][2] is None:
         assert torch.equal(cached, recomputed)
+
+
+@no_cuda
+def test_optimizer_is_fused_on_cuda() -> None:
+    """make_optimizer uses PyTorch's fused Adam for parameters on a CUDA device."""
+    p = torch.nn.Parameter(torch.zeros(3, device="cuda"))
+    assert T.make_optimizer([p]).defaults["fused"] is True

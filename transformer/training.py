@@ -46,8 +46,8 @@ class LabelSmoothingLoss(nn.Module):
         return (per_token * keep).sum() / keep.sum().clamp(min=1)
 
 
-FUSED_ADAM_DEVICES = ("cpu", "cuda") if torch.__version__ >= "2.4" else ("cuda",)
-"""Where PyTorch has a fused Adam kernel (for the CPU since torch 2.4)."""
+FUSED_ADAM_DEVICES = ("cpu", "cuda")
+"""Where PyTorch has a fused Adam kernel (for the CPU since torch 2.4, the oldest supported)."""
 
 
 def make_optimizer(params: Iterable[nn.Parameter], lr: float = 1.0) -> torch.optim.Adam:
