@@ -16,23 +16,9 @@ import torch
 from torch import nn
 
 import transformer as T
+from tests.test_reference import small as config
 from transformer.checkpoint import FORMAT
 from transformer.masks import check_mask
-
-
-def config(**overrides: object) -> T.TransformerConfig:
-    values: dict[str, object] = {
-        "src_vocab": 17,
-        "tgt_vocab": 17,
-        "d_model": 32,
-        "h": 4,
-        "d_ff": 64,
-        "n_layers": 2,
-        "dropout": 0.0,
-        "share_vocab": True,
-        "max_len": 40,
-    }
-    return T.TransformerConfig.from_dict({**values, **overrides})
 
 
 def model_of(**overrides: object) -> T.Transformer:
@@ -254,7 +240,9 @@ def test_positional_table_covers_exactly_max_len() -> None:
 
 def test_positional_table_is_a_float64_buffer_not_saved() -> None:
     model = model_of()
-    assert model.positions.pe.dtype == torch.float64 and model.positions.pe.shape == (40, 32)
+    c = model.config
+    assert model.positions.pe.dtype == torch.float64
+    assert model.positions.pe.shape == (c.max_len, c.d_model)
     assert not [name for name in model.state_dict() if name.endswith("pe")]
 
 
