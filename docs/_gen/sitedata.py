@@ -284,7 +284,7 @@ def _finish(name: str, target: Path) -> dict[str, Any] | None:
 
     Exit codes 0 and 1 (some tests failed: the report says which) keep the result."""
     if name in _RUNS:
-        process, target, log_path, key = _RUNS.pop(name)
+        process, _, log_path, key = _RUNS.pop(name)  # started for this target
         code = process.wait()
         if code not in (0, 1) or not target.exists():
             tail = log_path.read_text(errors="replace")[-3000:]
