@@ -64,7 +64,9 @@ def main(argv: list[str] | None = None) -> int:
         if not r["verdicts"]:
             problems.append("no report")
         elif args.impl == "reference" and r["reasons"]:
-            problems.append("not CONFORMS: " + "; ".join(f"{k}: {v}" for k, v in r["reasons"].items()))
+            problems.append(
+                "not CONFORMS: " + "; ".join(f"{k}: {v}" for k, v in r["reasons"].items())
+            )
         elif r["verdicts"] != first:
             changed = sorted(k for k in set(first) | set(r["verdicts"])
                              if first.get(k) != r["verdicts"].get(k))  # fmt: skip

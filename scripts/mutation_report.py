@@ -22,6 +22,9 @@ An entry there is
 
     Why: one line on why no test can tell the mutant from the original.
 
+A section may hold several ```diff blocks that share one reason (three mutations of the same
+argument, say); each block is matched on its own.
+
 **Matching.** A mutant matches an entry when the module and the function (``Class.method`` or
 ``function``) are the same and the diff of the mutated function against the original has the
 same removed (``-``) and added (``+``) lines, each compared with its whitespace collapsed. The
@@ -31,8 +34,10 @@ names put back to the function's own). It does not use mutmut's mutant numbers
 stays valid while its line is unchanged, wherever the line moves. An entry that matches no
 current survivor is reported as stale (not an error): its line was changed, or a test kills it.
 
-Exits 1 if the core score is below ``--threshold`` (default 90) or a survivor is unexplained;
-the diffs of unexplained survivors are printed so that they can be killed or listed.
+Exits 1 if the core score is below ``--threshold`` (default 90), a survivor is unexplained, or
+a function escapes mutation because it is decorated (mutmut 3 skips those, but for
+``@staticmethod`` and ``@classmethod``); the diffs of unexplained survivors are printed so that
+they can be killed or listed.
 """
 
 from __future__ import annotations
@@ -189,41 +194,36 @@ HEADING = re.compile(r"^###\s+`(?P<module>[\w.]+)`\s+`(?P<function>[\w.]+)`\s*$"
 
 
 def load_entries(path: Path) -> list[Entry]:
-    """Parse the equivalents file (format: see the module docstring)."""
+    """Parse the equivalents file (format: see the module docstring): one :class:`Entry` per
+    ```diff block, each with the heading and the ``Why:`` line of its section."""
     if not path.exists():
         return []
     entries: list[Entry] = []
     lines = path.read_text(encoding="utf-8").splitlines()
-    i = 0
-    while i < len(lines):
-        heading = HEADING.match(lines[i])
-        if heading is None:
-            i += 1
-            continue
-        start = i + 1
-        j = start
-        while j < len(lines) and not lines[j].startswith("```diff"):
-            j += 1
-        removed, added = [], []
-        j += 1
-        while j < len(lines) and not lines[j].startswith("```"):
-            if lines[j].startswith("-"):
-                removed.append(normalise(lines[j][1:]))
-            elif lines[j].startswith("+"):
-                added.append(normalise(lines[j][1:]))
-            j += 1
-        why = ""
-        k = j + 1
-        while k < len(lines) and not HEADING.match(lines[k]):
-            if lines[k].startswith("Why:"):
-                why = lines[k][4:].strip()
-            k += 1
-        if not (removed or added) or not why:
-            raise SystemExit(f"{path}:{i + 1}: an entry needs a ```diff block and a 'Why:' line")
-        entries.append(
-            Entry(heading["module"], heading["function"], tuple(removed), tuple(added), why, i + 1)
-        )
-        i = k
+    starts = [i for i, line in enumerate(lines) if HEADING.match(line)]
+    for start, end in zip(starts, [*starts[1:], len(lines)], strict=True):
+        heading = HEADING.match(lines[start])
+        assert heading is not None
+        section = lines[start + 1 : end]
+        whys = [line[4:].strip() for line in section if line.startswith("Why:")]
+        diffs = [start + 2 + j for j, line in enumerate(section) if line.startswith("```diff")]
+        if not diffs or not whys or not whys[0]:
+            raise SystemExit(
+                f"{path}:{start + 1}: an entry needs a ```diff block and a 'Why:' line"
+            )
+        for first in diffs:  # 1-based line of the ```diff fence
+            removed, added = [], []
+            j = first
+            while j < end and not lines[j].startswith("```"):
+                if lines[j].startswith("-"):
+                    removed.append(normalise(lines[j][1:]))
+                elif lines[j].startswith("+"):
+                    added.append(normalise(lines[j][1:]))
+                j += 1
+            if not (removed or added):
+                raise SystemExit(f"{path}:{first}: an empty ```diff block")
+            module, function = heading["module"], heading["function"]
+            entries.append(Entry(module, function, tuple(removed), tuple(added), whys[0], first))
     return entries
 
 
@@ -324,10 +324,13 @@ def main(argv: list[str] | None = None) -> int:
     modules, functions = unmutated(args.mutants)
     if modules:
         print("modules not mutated: " + ", ".join(modules))
-    if functions:
-        print("functions not mutated (decorated): " + "; ".join(functions))
 
     failed = False
+    if functions:
+        print("FAILED: mutmut does not mutate decorated functions; not tested:")
+        print("  " + "\n  ".join(functions))
+        print("  (put the decorator's effect in the body, as `with torch.no_grad():`)")
+        failed = True
     if core_score < args.threshold:
         print(f"FAILED: core score {core_score:.1f}% < {args.threshold:g}%")
         failed = True

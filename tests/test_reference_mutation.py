@@ -7,8 +7,10 @@ checked on PyTorch's ``meta`` device, which runs on any machine and refuses to m
 
 from __future__ import annotations
 
+import math
 import re
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,7 @@ import torch
 from torch import nn
 
 import transformer as T
+from spec import oracle
 from tests.test_reference import small as config
 from transformer.checkpoint import FORMAT
 from transformer.masks import check_mask
@@ -30,6 +33,9 @@ def tokens(batch: int, length: int, seed: int, high: int = 17) -> torch.Tensor:
     return torch.randint(3, high, (batch, length), generator=torch.Generator().manual_seed(seed))
 
 
+Step = Callable[[list[list[int]]], torch.Tensor]
+
+
 def exactly(message: str) -> str:
     """A ``pytest.raises(match=)`` pattern for the whole message."""
     return "^" + re.escape(message) + "$"
@@ -40,7 +46,7 @@ def test_base_and_big_follow_table_3() -> None:
     base, big = T.base(), T.big()
     for c in (base, big):  # section 6.1: a shared source-target vocabulary of 37000 tokens
         assert (c.src_vocab, c.tgt_vocab, c.share_vocab) == (37000, 37000, True)
-        assert (c.n_layers, c.d_k, c.label_smoothing) == (6, 64, 0.1)
+        assert (c.n_layers, c.d_model // c.h, c.label_smoothing) == (6, 64, 0.1)  # d_k
     assert (base.d_model, base.d_ff, base.h, base.dropout) == (512, 2048, 8, 0.1)
     assert (big.d_model, big.d_ff, big.h, big.dropout) == (1024, 4096, 16, 0.3)
     untied = T.big(src_vocab=100, tgt_vocab=200)
@@ -164,6 +170,152 @@ def test_decoder_runs_on_the_inputs_device() -> None:
     assert out.device.type == "meta" and out.shape == (2, 3, 32)
 
 
+# -- greedy decoding and beam search (6.1/beam-search) ---------------------------------------
+def eos_logit(model: T.Transformer, shift: float) -> None:
+    """Add ``shift`` to every eos logit the model produces (a hook on the output layer)."""
+    eos = model.config.eos_id
+
+    def hook(module: nn.Module, inputs: object, logits: torch.Tensor) -> torch.Tensor:
+        return logits + shift * (torch.arange(logits.size(-1)) == eos)
+
+    model.generator.register_forward_hook(hook)
+
+
+def test_greedy_decodes_one_token_a_step_with_the_cache_and_the_prefix_without() -> None:
+    model = model_of()
+    eos_logit(model, -1e4)  # nothing ends: every step runs
+    seen: list[tuple[int, bool]] = []
+    decode = model.decode
+
+    def spy(tgt_in: torch.Tensor, *args: object) -> torch.Tensor:
+        seen.append((tgt_in.size(1), args[-1] is not None))  # (positions fed, cache given)
+        return decode(tgt_in, *args)  # type: ignore[arg-type]
+
+    model.decode = spy  # type: ignore[method-assign]
+    src = tokens(2, 5, seed=1)
+    cached = T.greedy_decode(model, src, max_len=4)
+    assert seen == [(1, True)] * 4
+    seen.clear()
+    recomputed = T.greedy_decode(model, src, max_len=4, use_cache=False)
+    assert seen == [(1, False), (2, False), (3, False), (4, False)]
+    assert torch.equal(cached, recomputed) and cached.shape == (2, 4)
+
+
+def test_greedy_length_limit_and_early_stop() -> None:
+    model = model_of()
+    src = tokens(2, 5, seed=1)
+    eos_logit(model, -1e4)
+    assert T.greedy_decode(model, src).shape == (2, 5 + 50)  # 6.1: input length + 50
+    eos_logit(model, 2e4)  # now eos wins at once: decoding stops after one step
+    assert T.greedy_decode(model, src, max_len=9).tolist() == [[2], [2]]
+
+
+def test_decoding_takes_int32_sources_and_returns_long_ids() -> None:
+    model = model_of()
+    src = tokens(2, 5, seed=1)
+    expected = T.greedy_decode(model, src, max_len=6)
+    assert torch.equal(T.greedy_decode(model, src.int(), max_len=6), expected)
+    empty = T.greedy_decode(model, src.int(), max_len=0)
+    assert empty.shape == (2, 0) and empty.dtype == torch.long
+    assert T.beam_search(model, src[:1].int(), max_len=6) == T.beam_search(
+        model, src[:1], max_len=6
+    )
+
+
+def test_decoding_ignores_source_padding() -> None:
+    model = model_of()
+    for seed in range(4):  # the encoder's padding positions must stay invisible to the decoder
+        src = tokens(1, 4, seed=seed)
+        padded = torch.cat([src, torch.zeros(1, 8, dtype=torch.long)], dim=1)
+        assert T.beam_search(model, padded, max_len=12) == T.beam_search(model, src, max_len=12)
+        batch = torch.cat([padded, tokens(1, 12, seed=6)])
+        greedy = T.greedy_decode(model, batch, max_len=12)[:1]
+        assert torch.equal(greedy, T.greedy_decode(model, src, 12))
+
+
+def scripted(table: dict[int, dict[int, float]]) -> T.Transformer:
+    """A model whose next-token probabilities depend only on the last token: ``table[last]``
+    (other tokens get a negligible share), so that beam searches can be worked out by hand."""
+    model = model_of()
+    logits = torch.full((17, 17), -30.0)
+    for last, row in table.items():
+        for token, p in row.items():
+            logits[last, token] = math.log(p)
+    fed: list[torch.Tensor] = []
+    model.tgt_embed.register_forward_pre_hook(lambda m, args: fed.append(args[0][:, -1]))
+    model.generator.register_forward_hook(lambda m, i, out: logits[fed[-1]])
+    return model
+
+
+def test_length_penalty_decides_between_a_short_and_a_long_translation() -> None:
+    """log P: [eos] -0.92, [A, eos] -1.71, [A, B, eos] -0.97. Divided by lp = ((5 + |Y|) / 6)^a:
+    with a = 0 the short one wins; with the paper's a = 0.6 the long one (-0.82 > -0.92)."""
+    bos, eos, a, b = 1, 2, 3, 4
+    model = scripted({bos: {eos: 0.4, a: 0.6}, a: {eos: 0.3, b: 0.7}, b: {eos: 0.9, a: 0.1}})
+    src = tokens(1, 4, seed=1)
+    assert T.beam_search(model, src, alpha=0.0) == [eos]
+    assert T.beam_search(model, src) == [a, b, eos]
+    assert T.greedy_decode(model, src).tolist() == [[a, b, eos]]
+
+
+def sharpened(src: torch.Tensor, scale: float, p_eos: float) -> T.Transformer:
+    """A float64 model whose logits are scaled by ``scale`` and whose eos logit is shifted so
+    that eos is the first token of the translation of ``src`` with probability ``p_eos``: its
+    beam searches end at various lengths."""
+    model = model_of().double()
+    eos = model.config.eos_id
+    with torch.no_grad():
+        first = model.generator(model.decode(torch.tensor([[1]]), model.encode(src), None))
+    z = first[0, -1] * scale
+    others = torch.cat([z[:eos], z[eos + 1 :]]).logsumexp(0)
+    shift = math.log(p_eos / (1 - p_eos)) - float(z[eos] - others)
+    is_eos = torch.arange(z.numel()) == eos
+    model.generator.register_forward_hook(lambda m, i, logits: logits * scale + shift * is_eos)
+    return model
+
+
+def next_token_log_probs(model: T.Transformer, src: torch.Tensor) -> Step:
+    """The oracle's step function: full forward passes, no cache."""
+    memory = model.encode(src)
+
+    def step(prefixes: list[list[int]]) -> torch.Tensor:
+        with torch.no_grad():
+            n = len(prefixes)
+            hidden = model.decode(torch.tensor(prefixes), memory.expand(n, -1, -1), None)
+            return model.generator(hidden[:, -1]).double().log_softmax(-1)
+
+    return step
+
+
+@pytest.mark.parametrize(
+    ("beam_size", "alpha", "max_len"), [(4, 0.0, 6), (4, 1.0, 6), (3, 2.0, 4), (2, 0.6, 1)]
+)
+def test_beam_search_equals_the_oracle_for_other_settings(
+    beam_size: int, alpha: float, max_len: int
+) -> None:
+    """The suite checks the paper's settings; the arguments must work as documented too."""
+    eos = T.TransformerConfig(17, 17).eos_id
+    results = set()
+    for seed in range(8):
+        src = tokens(1, 3 + seed, seed=seed)
+        model = sharpened(src, scale=1.0 + seed % 3, p_eos=0.05 + 0.04 * seed)
+        step = next_token_log_probs(model, src)
+        expected = oracle.beam_search(step, 1, eos, max_len, beam_size, alpha)
+        actual = T.beam_search(model, src, beam_size=beam_size, alpha=alpha, max_len=max_len)
+        assert actual == expected, f"seed {seed}"
+        results.add((len(actual), actual[-1] == eos))
+    assert len(results) > 1  # some end, some do not, or they end at different lengths
+
+
+def test_beam_search_length_limit_must_be_positive() -> None:
+    model, src = model_of(), tokens(1, 4, seed=1)
+    with pytest.raises(
+        ValueError, match=exactly("beam_size and max_len must be >= 1, got 4 and 0")
+    ):
+        T.beam_search(model, src, max_len=0)
+    assert len(T.beam_search(model, src, max_len=1)) == 1
+
+
 # -- the model ------------------------------------------------------------------------------
 def test_untied_vocabularies() -> None:
     model = model_of(share_vocab=False, tgt_vocab=20)
@@ -218,7 +370,7 @@ def test_token_id_errors_name_the_input() -> None:
         model.decode(torch.tensor([[17, 3]]), memory, None)
     with pytest.raises(
         TypeError,
-        match=exactly("tgt token ids must be an integer tensor (torch.long), got torch.float32"),
+        match=exactly("tgt token ids must be torch.long or torch.int32, got torch.float32"),
     ):
         model.decode(torch.ones(1, 2), memory, None)
     with pytest.raises(

@@ -72,11 +72,6 @@ class TransformerConfig:
         if len(set(specials.values())) != 3:
             raise ValueError(f"pad_id, bos_id and eos_id must differ, got {specials}")
 
-    @property
-    def d_k(self) -> int:
-        """Per-head width, d_k = d_v = d_model / h (3.2.2/head-dims)."""
-        return self.d_model // self.h
-
     def to_dict(self) -> dict[str, Any]:
         """The configuration as a plain dictionary (what checkpoints store)."""
         return dataclasses.asdict(self)

@@ -21,37 +21,34 @@ def _max_len(src: Tensor, max_len: int | None) -> int:
     return src.size(1) + 50 if max_len is None else max_len  # 6.1: input length + 50
 
 
-@torch.no_grad()
 def greedy_decode(
     model: Transformer, src: Tensor, max_len: int | None = None, *, use_cache: bool = True
 ) -> Tensor:
     """Pick the most probable token at every step, for a batch ``src`` ``[B, S]``.
 
-    Returns ``[B, L]`` generated tokens (no start symbol), ``L <= max_len`` (default: source
-    length + 50). A sequence that has produced ``eos`` is padded with ``pad_id`` afterwards;
+    Returns ``[B, L]`` generated token ids (``torch.long``, no start symbol), ``L <= max_len``
+    (default: source length + 50). A sequence that has produced ``eos`` is padded with ``pad_id`` afterwards;
     decoding stops once every sequence has ended. ``use_cache=False`` recomputes the whole
     prefix at every step (same result, slower).
     """
     c = model.config
-    src_mask = padding_mask(src, c.pad_id)
-    memory = model.encode(src, src_mask)
-    batch = src.size(0)
-    tokens = torch.full((batch, 1), c.bos_id, dtype=torch.long, device=src.device)
-    done = torch.zeros(batch, dtype=torch.bool, device=src.device)
-    state = model.new_state() if use_cache else None
-    for _ in range(_max_len(src, max_len)):
-        step_in = tokens[:, -1:] if state is not None else tokens
-        hidden = model.decode(step_in, memory, src_mask, state)[:, -1]
-        next_token = model.generator(hidden).argmax(-1)
-        next_token = next_token.masked_fill(done, c.pad_id)
-        tokens = torch.cat([tokens, next_token.unsqueeze(1)], dim=1)
-        done |= next_token == c.eos_id
-        if bool(done.all()):
-            break
-    return tokens[:, 1:]
+    with torch.no_grad():
+        memory = model.encode(src)  # checks the ids; masks the padding
+        src_mask = padding_mask(src, c.pad_id)
+        tokens = src.new_full((src.size(0), 1), c.bos_id, dtype=torch.long)
+        done = src.new_zeros(src.size(0), dtype=torch.bool)
+        state = model.new_state() if use_cache else None
+        for _ in range(_max_len(src, max_len)):
+            step_in = tokens[:, -1:] if state is not None else tokens
+            hidden = model.decode(step_in, memory, src_mask, state)[:, -1]
+            next_token = model.generator(hidden).argmax(1).masked_fill(done, c.pad_id)
+            tokens = torch.cat([tokens, next_token.unsqueeze(1)], dim=1)
+            done |= next_token == c.eos_id
+            if bool(done.all()):
+                break
+        return tokens[:, 1:]
 
 
-@torch.no_grad()
 def beam_search(
     model: Transformer,
     src: Tensor,
@@ -73,39 +70,34 @@ def beam_search(
     if beam_size < 1 or _max_len(src, max_len) < 1:
         raise ValueError(f"beam_size and max_len must be >= 1, got {beam_size} and {max_len}")
     c = model.config
-    src_mask = padding_mask(src, c.pad_id)
-    memory = model.encode(src, src_mask)
-    state = model.new_state()
-    live: list[list[int]] = [[]]
-    scores = torch.zeros(1, device=src.device, dtype=torch.float64)
-    last = torch.full((1, 1), c.bos_id, dtype=torch.long, device=src.device)
-    ended: list[tuple[float, list[int]]] = []
-    for _ in range(_max_len(src, max_len)):
-        k = beam_size - len(ended)
-        if k == 0:  # early stop: beam_size hypotheses have ended
-            break
-        n = len(live)
-        hidden = model.decode(last, memory.expand(n, -1, -1), src_mask.expand(n, -1, -1), state)
-        logp = model.generator(hidden[:, -1]).double().log_softmax(-1)
-        vocab = logp.size(1)
-        top_scores, top = (scores.unsqueeze(1) + logp).flatten().topk(min(k, n * vocab))
-        next_live, parents, next_scores = [], [], []
-        for score, flat in zip(top_scores.tolist(), top.tolist(), strict=True):
-            parent, word = divmod(flat, vocab)
-            hyp = [*live[parent], word]
-            if word == c.eos_id:
-                ended.append((score / length_penalty(len(hyp), alpha), hyp))
-            else:
-                next_live.append(hyp)
-                parents.append(parent)
-                next_scores.append(score)
-        if not next_live:
-            break
-        state.reorder(torch.tensor(parents, device=src.device))
-        live = next_live
-        scores = torch.tensor(next_scores, dtype=torch.float64, device=src.device)
-        last = torch.tensor([[hyp[-1]] for hyp in live], device=src.device)
-    else:  # max_len reached: the live hypotheses compete with the ended ones
-        for score, hyp in zip(scores.tolist(), live, strict=True):
-            ended.append((score / length_penalty(len(hyp), alpha), hyp))
-    return max(ended, key=lambda e: e[0])[1]
+    with torch.no_grad():
+        memory = model.encode(src)
+        src_mask = padding_mask(src, c.pad_id)  # [1, 1, S]: broadcasts over the hypotheses
+        state = model.new_state()
+        live: list[tuple[float, list[int]]] = [(0.0, [])]  # (log P(Y), Y) of each live one
+        last = src.new_full((1, 1), c.bos_id)  # the last token of each live hypothesis
+        ended: list[tuple[float, list[int]]] = []  # (log P(Y) / lp(Y), Y)
+        for _ in range(_max_len(src, max_len)):
+            n = len(live)
+            hidden = model.decode(last, memory.expand(n, -1, -1), src_mask, state)[:, -1]
+            logp = model.generator(hidden).double().log_softmax(1)
+            totals = logp + logp.new_tensor([score for score, _ in live]).unsqueeze(1)
+            k = min(beam_size - len(ended), totals.numel())  # the beam shrinks as hyps end
+            top_scores, top = totals.flatten().topk(k)
+            next_live, parents = [], []
+            for score, flat in zip(top_scores.tolist(), top.tolist(), strict=True):
+                parent, word = divmod(flat, totals.size(1))
+                hyp = [*live[parent][1], word]
+                if word == c.eos_id:
+                    ended.append((score / length_penalty(len(hyp), alpha), hyp))
+                else:
+                    next_live.append((score, hyp))
+                    parents.append(parent)
+            if not next_live:  # early stop: beam_size hypotheses have ended
+                break
+            state.reorder(src.new_tensor(parents))
+            live = next_live
+            last = src.new_tensor([hyp[-1:] for _, hyp in live])
+        else:  # max_len reached: the live hypotheses compete with the ended ones
+            ended += [(score / length_penalty(len(hyp), alpha), hyp) for score, hyp in live]
+        return max(ended, key=lambda e: e[0])[1]

@@ -132,9 +132,9 @@ class Transformer(nn.Module):
 
     @staticmethod
     def _check_tokens(tokens: Tensor, vocab: int, name: str) -> None:
-        if tokens.dtype not in (torch.long, torch.int32, torch.int16, torch.uint8, torch.int8):
+        if tokens.dtype not in (torch.long, torch.int32):  # what nn.Embedding takes
             raise TypeError(
-                f"{name} token ids must be an integer tensor (torch.long), got {tokens.dtype}"
+                f"{name} token ids must be torch.long or torch.int32, got {tokens.dtype}"
             )
         if tokens.dim() != 2:
             raise ValueError(
