@@ -317,7 +317,7 @@ def test_bad_configurations() -> None:
 def test_bad_inputs(model: T.Transformer) -> None:
     src = sources()
     for dtype in (torch.float32, torch.uint8, torch.int16):  # nn.Embedding takes long or int32
-        with pytest.raises(TypeError, match="must be torch.long or torch.int32"):
+        with pytest.raises(TypeError, match=r"must be torch\.long or torch\.int32"):
             model(src.to(dtype), src)
     with pytest.raises(ValueError, match=r"\[batch, length\]"):
         model(src[0], src)
