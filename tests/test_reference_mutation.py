@@ -207,7 +207,8 @@ def test_greedy_length_limit_and_early_stop() -> None:
     eos_logit(model, -1e4)
     assert T.greedy_decode(model, src).shape == (2, 5 + 50)  # 6.1: input length + 50
     eos_logit(model, 2e4)  # now eos wins at once: decoding stops after one step
-    assert T.greedy_decode(model, src, max_len=9).tolist() == [[2], [2]]
+    eos = model.config.eos_id
+    assert T.greedy_decode(model, src, max_len=9).tolist() == [[eos], [eos]]
 
 
 def test_decoding_takes_int32_sources_and_returns_long_ids() -> None:
@@ -237,7 +238,8 @@ def scripted(table: dict[int, dict[int, float]]) -> T.Transformer:
     """A model whose next-token probabilities depend only on the last token: ``table[last]``
     (other tokens get a negligible share), so that beam searches can be worked out by hand."""
     model = model_of()
-    logits = torch.full((17, 17), -30.0)
+    vocab = model.config.tgt_vocab
+    logits = torch.full((vocab, vocab), -30.0)
     for last, row in table.items():
         for token, p in row.items():
             logits[last, token] = math.log(p)
@@ -250,7 +252,8 @@ def scripted(table: dict[int, dict[int, float]]) -> T.Transformer:
 def test_length_penalty_decides_between_a_short_and_a_long_translation() -> None:
     """log P: [eos] -0.92, [A, eos] -1.71, [A, B, eos] -0.97. Divided by lp = ((5 + |Y|) / 6)^a:
     with a = 0 the short one wins; with the paper's a = 0.6 the long one (-0.82 > -0.92)."""
-    bos, eos, a, b = 1, 2, 3, 4
+    c, a, b = config(), 3, 4
+    bos, eos = c.bos_id, c.eos_id
     model = scripted({bos: {eos: 0.4, a: 0.6}, a: {eos: 0.3, b: 0.7}, b: {eos: 0.9, a: 0.1}})
     src = tokens(1, 4, seed=1)
     assert T.beam_search(model, src, alpha=0.0) == [eos]
@@ -263,9 +266,9 @@ def sharpened(src: torch.Tensor, scale: float, p_eos: float) -> T.Transformer:
     that eos is the first token of the translation of ``src`` with probability ``p_eos``: its
     beam searches end at various lengths."""
     model = model_of().double()
-    eos = model.config.eos_id
+    bos, eos = model.config.bos_id, model.config.eos_id
     with torch.no_grad():
-        first = model.generator(model.decode(torch.tensor([[1]]), model.encode(src), None))
+        first = model.generator(model.decode(torch.tensor([[bos]]), model.encode(src), None))
     z = first[0, -1] * scale
     others = torch.cat([z[:eos], z[eos + 1 :]]).logsumexp(0)
     shift = math.log(p_eos / (1 - p_eos)) - float(z[eos] - others)
@@ -294,16 +297,16 @@ def test_beam_search_equals_the_oracle_for_other_settings(
     beam_size: int, alpha: float, max_len: int
 ) -> None:
     """The suite checks the paper's settings; the arguments must work as documented too."""
-    eos = T.TransformerConfig(17, 17).eos_id
+    c = config()
     results = set()
     for seed in range(8):
         src = tokens(1, 3 + seed, seed=seed)
         model = sharpened(src, scale=1.0 + seed % 3, p_eos=0.05 + 0.04 * seed)
         step = next_token_log_probs(model, src)
-        expected = oracle.beam_search(step, 1, eos, max_len, beam_size, alpha)
+        expected = oracle.beam_search(step, c.bos_id, c.eos_id, max_len, beam_size, alpha)
         actual = T.beam_search(model, src, beam_size=beam_size, alpha=alpha, max_len=max_len)
         assert actual == expected, f"seed {seed}"
-        results.add((len(actual), actual[-1] == eos))
+        results.add((len(actual), actual[-1] == c.eos_id))
     assert len(results) > 1  # some end, some do not, or they end at different lengths
 
 
