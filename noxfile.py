@@ -157,8 +157,8 @@ def mutation(session: nox.Session) -> None:
     mutmut (``[tool.mutmut]`` in pyproject.toml) works in ``mutants/``; each mutant runs the
     tests that reach the mutated function, from ``tests/test_reference*.py`` and the suite.
     ``scripts/mutation_report.py`` prints killed/survived/timeout per module and fails if the
-    core modules score below 90% or a survivor is not explained in
-    ``tests/mutation-equivalents.md``. A run starts afresh (about 4 minutes on two cores);
+    core modules score below 90%, a survivor is not explained in
+    ``tests/mutation-equivalents.md``, or a decorated function escapes mutation. A run starts afresh (about 4 minutes on two cores);
     ``-- --incremental`` keeps ``mutants/`` so that mutmut retests only what changed.
     """
     install(session, "test")

@@ -34,7 +34,7 @@ def check_mask(mask: Tensor, batch: int, queries: int, keys: int) -> None:
         raise TypeError(f"masks must be boolean (True = may attend), got {mask.dtype}")
     expected = (batch, queries, keys)
     shape = tuple(mask.shape)
-    padded = (1,) * (3 - len(shape)) + shape  # () when there are more than 3 dims
+    padded = (1,) * (3 - len(shape)) + shape  # more than 3 dims: unchanged, and refused
     if len(padded) != 3 or any(m not in (1, e) for m, e in zip(padded, expected, strict=True)):
         raise ValueError(
             f"mask of shape {list(shape)} does not broadcast to [batch, L_q, L_k] = {list(expected)}"

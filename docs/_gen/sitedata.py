@@ -235,12 +235,13 @@ def report_path(impl: str) -> Path:
     return DATA_DIR / f"conformance-{impl}.json"
 
 
-def _source_key(*packages: str) -> str:
+def _source_key(*extra: str) -> str:
     """A hash of everything a report depends on: the suite, the implementations (and
-    ``packages``, folders under the root), the versions."""
+    ``extra``, folders or files under the root), the versions."""
     h = hashlib.sha256()
-    for package in ("spec", "transformer", *packages):
-        for path in sorted((ROOT / package).rglob("*.py")):
+    for name in ("spec", "transformer", *extra):
+        top = ROOT / name
+        for path in [top] if top.is_file() else sorted(top.rglob("*.py")):
             h.update(path.relative_to(ROOT).as_posix().encode())
             h.update(path.read_bytes())
     h.update(importlib.metadata.version("torch").encode())
@@ -324,7 +325,7 @@ def start_reports() -> None:
             workdir = Path(tempfile.mkdtemp(prefix="attention-spec-docs-"))
             _start(f"the conformance suite against {impl}", command, target, key, workdir, threads)
     corpus = ROOT / "tests" / "mutants"
-    key = _source_key("tests/mutants")
+    key = _source_key("tests/mutants", "tests/test_mutants.py")  # the corpus and its meta-test
     if corpus.is_dir() and _stale(DETECTION_JSON, key, mode):
         command = [sys.executable, "-m", "tests.mutants", "-p", "no:xdist"]
         _start(
