@@ -418,10 +418,10 @@ def test_layer_norm_epsilon() -> None:
 
 # -- training -------------------------------------------------------------------------------
 def test_label_smoothing_with_the_smallest_vocabulary() -> None:
-    logits = torch.randn(1, 2, 3, generator=torch.Generator().manual_seed(0))
-    loss = T.LabelSmoothingLoss(3, pad_id=0, smoothing=0.1)(logits, torch.tensor([[1, 2]]))
-    logp = logits.log_softmax(-1)[0]  # V - 2 = 1: the smoothing mass goes to the other token
-    expected = -(0.9 * logp[0, 1] + 0.1 * logp[0, 2] + 0.9 * logp[1, 2] + 0.1 * logp[1, 1]) / 2
+    logits = torch.randn(1, 2, 2, generator=torch.Generator().manual_seed(0))
+    loss = T.LabelSmoothingLoss(2, pad_id=0, smoothing=0.1)(logits, torch.tensor([[1, 0]]))
+    logp = logits.log_softmax(-1)[0]  # V - 1 = 1: the smoothing mass goes to the other token
+    expected = -(0.9 * logp[0, 1] + 0.1 * logp[0, 0])  # the padding target is ignored
     assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
 
 
@@ -429,7 +429,7 @@ def test_label_smoothing_is_a_mean_over_real_tokens() -> None:
     loss_fn = T.LabelSmoothingLoss(5, pad_id=0, smoothing=0.1)
     logits = torch.randn(1, 3, 5, generator=torch.Generator().manual_seed(0))
     logp = logits[0, 0].log_softmax(-1)  # one real token: the loss is that token's loss
-    one = -(0.9 * logp[2] + 0.1 / 3 * (logp[1] + logp[3] + logp[4]))
+    one = -(0.9 * logp[2] + 0.1 / 4 * (logp[0] + logp[1] + logp[3] + logp[4]))
     assert loss_fn(logits, torch.tensor([[2, 0, 0]])).item() == pytest.approx(one.item(), rel=1e-6)
     assert loss_fn(logits, torch.zeros(1, 3, dtype=torch.long)).item() == 0.0
 

@@ -16,15 +16,15 @@ class LabelSmoothingLoss(nn.Module):
     r"""Cross-entropy against a smoothed target distribution (5.4/label-smoothing).
 
     The target puts $1 - \epsilon_{ls}$ on the true token and spreads $\epsilon_{ls}$ uniformly
-    over the other tokens except padding (``V - 2`` of them). Positions whose target is
-    ``pad_id`` are ignored; the loss is the mean over the remaining positions.
+    over the ``V - 1`` other tokens, as the authors' tensor2tensor code does. Positions whose
+    target is ``pad_id`` are ignored; the loss is the mean over the remaining positions.
     """
 
     def __init__(self, vocab: int, pad_id: int, smoothing: float = 0.1) -> None:
         super().__init__()
-        if vocab < 3:
+        if vocab < 2:
             raise ValueError(
-                f"label smoothing needs a vocabulary of at least 3 tokens, got {vocab}"
+                f"label smoothing needs a vocabulary of at least 2 tokens, got {vocab}"
             )
         if not 0.0 <= smoothing < 1.0:
             raise ValueError(f"smoothing must be in [0, 1), got {smoothing}")
@@ -39,9 +39,9 @@ class LabelSmoothingLoss(nn.Module):
             )
         logp = logits.to(torch.promote_types(logits.dtype, torch.float32)).log_softmax(dim=-1)
         true = logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)
-        others = logp.sum(-1) - true - logp[..., self.pad_id]
+        others = logp.sum(-1) - true
         eps = self.smoothing
-        per_token = -(1.0 - eps) * true - eps / (self.vocab - 2) * others
+        per_token = -(1.0 - eps) * true - eps / (self.vocab - 1) * others
         keep = target != self.pad_id
         return (per_token * keep).sum() / keep.sum().clamp(min=1)
 
