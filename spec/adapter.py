@@ -46,6 +46,54 @@ Embeddings: ``src_embedding`` ``[src_vocab, d_model]``, ``tgt_embedding`` ``[tgt
 ``generator.W`` ``[d_model, tgt_vocab]`` (the pre-softmax linear map), optional ``generator.b``
 ``[tgt_vocab]``, and optional ``src_positions`` / ``tgt_positions`` ``[max_len, d_model]``
 (variant ``learned-positions``). Tied matrices appear under each of their names.
+
+Parameters beyond the table
+---------------------------
+``parameters`` may return names that are not in the table (a LayerNorm on the embeddings, an
+extra projection, a norm kept inside the attention module): every name it returns must
+round-trip through ``load_parameters``. The suite writes distinct values to every name and
+reads them back, so names the paper keeps apart must not alias (tied embeddings excepted, see
+3.4). Recognised extras: ``src_embedding_norm.gamma``/``.beta`` and
+``tgt_embedding_norm.gamma``/``.beta`` ``[d_model]``, a LayerNorm applied to the sum of the
+embedding and the positional encoding (variant ``embedding-norm`` of 3.5/added). The suite
+never compares two models through a partial copy of their weights: when it needs a second
+model with the same weights it copies the whole ``state_dict`` where the two models' states
+have the same keys and shapes, and the canonical parameters otherwise.
+
+Declarations (protocol version 2)
+---------------------------------
+Optional attributes that say what the implementation is; each has a default that describes the
+paper's model, so an adapter written for version 1 keeps working unchanged:
+
+* ``architecture``: ``"encoder-decoder"`` (default), ``"encoder-only"`` (no decoder: the
+  clauses about the decoder, cross-attention and decoding are NOT PROVIDED, with that reason)
+  or ``"attention-only"`` (only attention modules: clauses about stacks and the model are NOT
+  PROVIDED).
+* ``outputs``: what ``project`` and ``forward`` return: ``"logits"`` (default) or
+  ``"log-probs"`` (log-softmax already applied). The suite compares either after a
+  log-softmax, and reads probabilities from either.
+* ``not_provided``: capability name -> why it is missing (shown in the report).
+
+Rules every method follows
+--------------------------
+* ``greedy(model, src, src_mask, config, max_len)`` returns ``[B, <= max_len]`` token ids
+  *without* the start symbol; a row ends at its first ``config.eos_id`` (what follows is
+  ignored); decoding starts from ``config.bos_id``.
+* ``beam_search(model, src [1, S], src_mask, config)`` returns the best hypothesis as a list of
+  ids without the start symbol, ending with ``eos_id`` unless the length limit cut it.
+* ``decode_incremental(model, y, memory, src_mask)`` computes the same ``[B, T, d_model]`` as
+  ``decode``, but one position at a time, feeding each step only the newest position's
+  embedding and the implementation's cache; ``incremental_logits(model, src, src_mask,
+  tgt_in)`` does the same from token ids to logits ``[B, T, V]`` (position and cache handled by
+  the implementation, as in its own decoding loop).
+* ``forward(model, src [B, S], tgt_in [B, T], src_mask [B, S]) -> [B, T, V]`` is the whole
+  model as its users call it (``tgt_in`` is already shifted right); the suite checks it against
+  the pieces and the oracle.
+* A model the implementation cannot build (a setting it does not support) raises from
+  ``model(config)``: the suite reports the setting refused, never a deviation.
+* A method may raise :class:`NotProvided` for inputs it does not support (a module that only
+  does self-attention, given a ``memory``): the sub-checks that need them are reported as not
+  checked, and the rest of the clause is judged.
 """
 
 from __future__ import annotations
@@ -67,6 +115,7 @@ __all__ = [
     "Config",
     "NotProvided",
     "capability",
+    "declared",
     "load_adapter",
 ]
 
@@ -76,6 +125,7 @@ ENV_VAR = "TRANSFORMER_SPEC_IMPL"
 SHIPPED: dict[str, str] = {
     "reference": "spec.adapters.reference:adapter",
     "torch.nn": "spec.adapters.torch_nn:adapter",
+    "hf-marian": "spec.adapters.hf_marian:adapter",  # needs the extra `matrix` (transformers)
 }
 """Short names for the adapters that ship with the suite."""
 
@@ -168,13 +218,55 @@ class Adapter(Protocol):
     # length_penalty(length, alpha) -> float
     # -- practice ----------------------------------------------------------------------------
     # save(model, path) -> None;  load(path) -> Module
+    # -- protocol version 2 (optional) --------------------------------------------------------
+    # architecture: str  ("encoder-decoder" | "encoder-only" | "attention-only")
+    # outputs: str       ("logits" | "log-probs"): what project and forward return
+    # forward(model, src [B,S], tgt_in [B,T], src_mask [B,S]) -> [B,T,V]
+    # incremental_logits(model, src [B,S], src_mask [B,S], tgt_in [B,T]) -> [B,T,V]
 
 
 Capability = Callable[..., Any]
 
+ARCHITECTURES = ("encoder-decoder", "encoder-only", "attention-only")
+"""The values of the optional ``architecture`` declaration (the paper's is the first)."""
+OUTPUTS = ("logits", "log-probs")
+"""The values of the optional ``outputs`` declaration (the default is the first)."""
+
+DECLARATIONS: dict[str, tuple[str, ...]] = {"architecture": ARCHITECTURES, "outputs": OUTPUTS}
+
+
+def declared(adapter: object, name: str) -> str:
+    """The adapter's declaration ``name`` (see :data:`DECLARATIONS`), or its default; an
+    :class:`AdapterError` naming the allowed values for anything else."""
+    allowed = DECLARATIONS[name]
+    value = getattr(adapter, name, None)
+    if value is None:
+        return allowed[0]
+    if value not in allowed:
+        raise AdapterError(
+            f"adapter.{name} is {value!r}; it must be one of {', '.join(map(repr, allowed))}"
+        )
+    return str(value)
+
+
+DECODER_CAPABILITIES = frozenset({
+    "decode", "decode_incremental", "embed_target", "decoder_input", "beam_search", "greedy",
+    "forward", "incremental_logits", "length_penalty",
+})
+"""What an ``encoder-only`` implementation cannot have."""
+ATTENTION_CAPABILITIES = frozenset({"attention", "attention_weights", "multi_head",
+                                    "multi_head_forward", "parameters", "load_parameters"})
+"""What an ``attention-only`` implementation can have."""
+
 
 def capability(adapter: object, name: str) -> Capability:
-    """Return the adapter's method ``name``, or raise :class:`NotProvided` naming it."""
+    """Return the adapter's method ``name``, or raise :class:`NotProvided` naming it (and the
+    declared ``architecture`` when that is why it is missing)."""
+    architecture = declared(adapter, "architecture")
+    if (architecture == "encoder-only" and name in DECODER_CAPABILITIES) or (
+        architecture == "attention-only" and name not in ATTENTION_CAPABILITIES
+    ):
+        raise NotProvided(name, f"the implementation is {architecture}")
     method = getattr(adapter, name, None)
     if method is None:
         reasons = getattr(adapter, "not_provided", None) or {}
@@ -199,6 +291,8 @@ def load_adapter(spec: str | None = None) -> Adapter:
         )
     try:
         module = importlib.import_module(module_name)
+    except AdapterError:  # the module's own message (a missing optional extra) says it all
+        raise
     except Exception as exc:  # an adapter module that fails to import must be named
         raise AdapterError(
             f"cannot import adapter module {module_name!r}: {type(exc).__name__}: {exc}"
@@ -215,6 +309,8 @@ def load_adapter(spec: str | None = None) -> Adapter:
     name = getattr(obj, "name", None)
     if not isinstance(name, str) or not name:
         raise AdapterError(f"{target!r} is not an adapter: it needs a non-empty `name` string")
+    for declaration in DECLARATIONS:
+        declared(obj, declaration)
     return obj
 
 

@@ -20,8 +20,9 @@ device than its inputs', deviates, naming the adapter method.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, NoReturn
 
 import torch
@@ -32,15 +33,9 @@ from .clauses import Clause
 from .diagnosis import explain
 from .guard import guarded
 from .tolerances import Tolerance, diagnose, error_ratio
+from .verdicts import Deviation
 
-
-class Deviation(AssertionError):
-    """A clause is violated. ``diagnosis`` names the known bug that explains it, if one does."""
-
-    def __init__(self, message: str, summary: str, diagnosis: str | None = None) -> None:
-        super().__init__(message)
-        self.summary = summary
-        self.diagnosis = diagnosis
+__all__ = ["Check", "Deviation", "Env"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,6 +60,35 @@ class Check:
         self.adapter = adapter
         self.reproduce = reproduce
         self.variants: list[tuple[str, str]] = []
+        self.unchecked: list[str] = []
+        self.parts_checked = 0
+        self.notes: list[str] = []
+
+    def parts_done(self) -> None:
+        """End a test made of :meth:`part` s: NOT PROVIDED, with every reason, when none of
+        them could be checked."""
+        if self.unchecked and not self.parts_checked:
+            raise NotProvided(self.clause.id, "; ".join(self.unchecked))
+
+    def note(self, text: str) -> None:
+        """Say how the clause was judged (for example at which precision); the report shows
+        ``text`` with the verdict of a passing clause."""
+        if text not in self.notes:
+            self.notes.append(text)
+
+    @contextlib.contextmanager
+    def part(self, what: str) -> Iterator[None]:
+        """A sub-check judged on its own: when it needs a capability the adapter lacks, the
+        rest of the clause is still judged, and the report says that ``what`` was not checked
+        and why. A test made only of parts ends with :meth:`parts_done`."""
+        try:
+            yield
+        except NotProvided as exc:
+            note = f"{what} ({exc})"
+            if note not in self.unchecked:
+                self.unchecked.append(note)
+        else:
+            self.parts_checked += 1
 
     def require(self, name: str) -> Callable[..., Any]:
         """The adapter's capability ``name``, guarded (:func:`spec.guard.guarded`); NOT PROVIDED
@@ -72,8 +96,12 @@ class Check:
         return guarded(self, name, capability(self.adapter, name))
 
     def has(self, name: str) -> bool:
-        """Whether the adapter provides ``name``."""
-        return getattr(self.adapter, name, None) is not None
+        """Whether the adapter provides ``name`` (and its declared architecture has it)."""
+        try:
+            capability(self.adapter, name)
+        except NotProvided:
+            return False
+        return True
 
     def not_provided(self, what: str, detail: str = "") -> NoReturn:
         """Give NOT PROVIDED for something other than a missing method."""

@@ -377,7 +377,14 @@ _ALL: tuple[Clause, ...] = (
         "The encoding is summed with the (scaled) embeddings at the bottom of both stacks, "
         "with the same dimension d_model.",
         r"x_{pos} = \sqrt{d_{\text{model}}}\, E_{t_{pos}} + PE_{pos}",
-        variants=(LEARNED_POSITIONS,),
+        variants=(
+            LEARNED_POSITIONS,
+            Variant(
+                "embedding-norm",
+                "A LayerNorm on the sum, LN(sqrt(d_model) E + PE), its gain and bias exposed as "
+                "src_embedding_norm / tgt_embedding_norm.",
+            ),
+        ),
         depends_on=("3.5/formula",),
     ),
     _c(
@@ -462,17 +469,26 @@ _ALL: tuple[Clause, ...] = (
         "5.4/label-smoothing",
         "Label smoothing with eps_ls = 0.1",
         "The training target puts 1 - eps_ls on the true token and spreads eps_ls uniformly "
-        "over other tokens (eps_ls = 0.1).",
+        "over all K tokens (Szegedy et al.) or the K - 1 others (eps_ls = 0.1).",
         r"q'(k) = (1 - \epsilon_{ls})\, \delta_{k, y} + \epsilon_{ls}\, u(k)",
         variants=(
-            Variant("spread-over-all", "eps_ls is spread over all V tokens, the true one too."),
-            Variant("spread-excluding-true", "eps_ls is spread over the V - 1 other tokens."),
             Variant(
                 "spread-excluding-true-and-pad",
                 "eps_ls is spread over the V - 2 tokens that are neither true nor padding.",
             ),
             Variant("kl-loss", "The loss is reported as KL divergence, not cross-entropy."),
             Variant("summed-loss", "The loss is summed over the target tokens, not averaged."),
+            Variant(
+                "mean-over-all-positions",
+                "The loss is divided by all B x T target positions, padding included (e.g. KL "
+                "with reduction='batchmean' over B x T rows).",
+            ),
+            Variant(
+                "mean-over-sentences",
+                "The loss is divided by the batch size B (e.g. KL with reduction='batchmean' "
+                "over [B, T, V]).",
+            ),
+            Variant("other-normaliser", "The loss is divided by another positive constant."),
         ),
     ),
     # -- 6.1 and Table 3 ---------------------------------------------------------------------
@@ -500,6 +516,7 @@ _ALL: tuple[Clause, ...] = (
             PROJECTION_BIASES,
             Variant("generator-bias", "The pre-softmax linear map has a bias (V parameters)."),
             LEARNED_POSITIONS,
+            Variant("embedding-norm", "A LayerNorm on the embeddings (2d parameters per stack)."),
         ),
         depends_on=("3.2.2/head-dims", "3.3/dims", "3.4/weight-tying"),
     ),
@@ -537,8 +554,8 @@ _ALL: tuple[Clause, ...] = (
     _c(
         "practice/trainable",
         "The model learns a toy task",
-        "The model overfits a tiny copy or reverse task to near-zero loss in a bounded number "
-        "of steps and then beats an untrained baseline.",
+        "The model overfits a tiny copy or reverse task in a bounded number of steps: its "
+        "predictions then beat an untrained baseline by far, and its loss has fallen.",
         depends_on=("practice/gradients",),
     ),
     _c(

@@ -29,6 +29,8 @@ KNOWN_BUGS: dict[str, str] = {
     "embedding-scale-dmodel": "the embeddings are multiplied by d_model instead of sqrt(d_model)",
     "no-positional-encoding": "the positional encoding is not added",
     "positional-encoding-twice": "the positional encoding is added twice",
+    "positions-not-buffer": "the positional table is a plain attribute, not a registered "
+    "buffer: it does not follow .to() (the model adds it in another dtype or on another device)",
     "encoder-causal": "the encoder self-attention is causally masked",
     "cross-attention-causal": "the encoder-decoder attention is causally masked",
     "decoder-not-causal": "the decoder self-attention is not causally masked",
@@ -53,6 +55,10 @@ KNOWN_BUGS: dict[str, str] = {
     "dropout-before-positions": "dropout is applied to the embeddings before the positional "
     "encoding is added, not to their sum",
     "dropout-in-eval": "dropout stays active in evaluation mode",
+    "double-dropout": "dropout is applied twice (effective rate 1 - (1 - P_drop)^2, kept entries "
+    "scaled by 1 / (1 - P_drop)^2)",
+    "dropout-rate-ignored": "dropout runs at a fixed rate whatever P_drop the configuration "
+    "gives",
     "no-label-smoothing": "the loss is plain cross-entropy (eps_ls = 0)",
     "label-smoothing-0.2": "label smoothing with eps_ls = 0.2 instead of 0.1",
     "padding-in-loss": "positions whose target is padding contribute to the loss",
@@ -71,9 +77,14 @@ KNOWN_BUGS: dict[str, str] = {
     "cache-ignored": "incremental decoding ignores the cached prefix: each step attends to "
     "itself only",
     "checkpoint-dtype-lost": "load returns the model in another dtype than the one saved",
+    "padding-id-hard-coded": "the embedding treats a real token as padding (its row gets no "
+    "gradient): a padding id hard-coded to another value than the configured one",
     # 3.1, 3.3
     "no-norm": "the LayerNorm around the sub-layers is missing (x + Sublayer(x))",
     "shared-layers": "the layers of a stack share one set of parameters",
+    "shared-norms": "one LayerNorm (gain and bias) serves several sub-layers of a layer",
+    "shared-projections": "projections the paper keeps apart share their weights (W^K and "
+    "W^V, or the heads of one projection)",
     "sublayer-order": "the sub-layers of a layer are applied in the wrong order",
     "missing-sublayer": "a layer lacks one of its sub-layers",
     "hidden-final-norm": "an extra LayerNorm after the stack that the adapter does not expose",

@@ -25,6 +25,7 @@ name, so that the report says where the test hung.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import itertools
@@ -34,12 +35,14 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
+from .adapter import Config, NotProvided
 from .timeout import Timeout
+from .verdicts import Deviation
 
 if TYPE_CHECKING:
     from .check import Check
 
-__all__ = ["TENSOR_OUTPUTS", "guarded"]
+__all__ = ["TENSOR_OUTPUTS", "ImplementationAssertion", "Refused", "guarded"]
 
 TENSOR_OUTPUTS: dict[str, tuple[bool, bool]] = {
     "attention": (True, True),
@@ -78,6 +81,14 @@ def guarded(check: Check, name: str, method: Callable[..., Any]) -> Callable[...
         except Timeout as timeout:
             timeout.where = timeout.where or f"adapter.{name}"
             raise
+        except (NotProvided, Deviation):  # the suite's own outcomes, from a nested call
+            raise
+        except Exception as exc:
+            if name == "model":
+                _refused(method, args, exc)
+            if isinstance(exc, AssertionError):  # the implementation's assert, not a verdict
+                raise ImplementationAssertion(f"AssertionError in adapter.{name}: {exc}") from exc
+            raise
         for label, tensor, copy in before:
             if not _unchanged(copy, tensor):
                 check.deviates(f"adapter.{name} modified its input in place ({label})")
@@ -95,6 +106,39 @@ def guarded(check: Check, name: str, method: Callable[..., Any]) -> Callable[...
         return result
 
     return call
+
+
+class ImplementationAssertion(Exception):
+    """An ``assert`` of the implementation (or its adapter) failed inside an adapter call: the
+    implementation's own check, never read as the suite's (a DEVIATES); the clause is ERROR."""
+
+
+class Refused(NotProvided):
+    """``model(config)`` raised for a configuration the suite asked for, and the same adapter
+    builds the suite's default configuration: the implementation does not support a setting.
+    The clause reports which settings differ from the default (NOT PROVIDED), never a deviation."""
+
+
+def _refused(method: Callable[..., Any], args: tuple[Any, ...], exc: BaseException) -> None:
+    """Raise :class:`Refused` if ``model(config)`` failed on a config that differs from the
+    default one the same method builds; return (the caller re-raises) otherwise."""
+    config = args[0] if args else None
+    if not isinstance(config, Config) or config == Config():
+        return
+    try:
+        method(Config())
+    except Exception:  # the default fails too: the adapter is broken, not refusing a setting
+        return
+    default = Config()
+    settings = ", ".join(
+        f"{f.name}={getattr(config, f.name)!r}"
+        for f in dataclasses.fields(Config)
+        if getattr(config, f.name) != getattr(default, f.name)
+    )
+    raise Refused(
+        "model", f"the implementation refused the configuration {settings} "
+        f"({type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''})"
+    ) from exc
 
 
 def _arguments(

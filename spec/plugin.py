@@ -24,6 +24,7 @@ from . import __version__, report, strategies, timeout
 from .adapter import ENV_VAR, Adapter, AdapterError, NotProvided, load_adapter
 from .check import Check, Deviation, Env
 from .clauses import CLAUSES
+from .guard import ImplementationAssertion
 from .tolerances import tolerance
 from .verdicts import Outcome, Verdict
 
@@ -150,11 +151,15 @@ class ConformancePlugin:
         if rep.passed:
             check = item.stash.get(CHECK_KEY, None)
             variants = check.variants if check is not None else []
+            unchecked = check.unchecked if check is not None else []
+            extra = [*check.notes] if check is not None else []
+            if unchecked:
+                extra.append(f"not checked: {'; '.join(unchecked)}")
             if variants:
                 names = ", ".join(n for n, _ in variants)
-                reasons = "; ".join(r for _, r in variants)
+                reasons = "; ".join([*(r for _, r in variants), *extra])
                 return Outcome(cid, Verdict.VARIANT, reasons, variant=names, test=test)
-            return Outcome(cid, Verdict.CONFORMS, "", test=test)
+            return Outcome(cid, Verdict.CONFORMS, "; ".join(extra), test=test)
         assert excinfo is not None
         timed_out = _timeout_in(excinfo.value)
         if timed_out is not None:  # hypothesis may raise another error while handling it
@@ -167,7 +172,10 @@ class ConformancePlugin:
             return Outcome(
                 cid, Verdict.DEVIATES, first[0] if first else "assertion failed", test=test
             )
-        reason = f"{excinfo.typename}: {excinfo.value}".strip().splitlines()[0]
+        if isinstance(excinfo.value, ImplementationAssertion):
+            reason = str(excinfo.value).strip().splitlines()[0]
+        else:
+            reason = f"{excinfo.typename}: {excinfo.value}".strip().splitlines()[0]
         where = "while setting up the test" if rep.when == "setup" else "raised"
         return Outcome(cid, Verdict.ERROR, f"{where}: {reason}", test=test)
 

@@ -21,6 +21,15 @@ class Verdict(str, enum.Enum):
         return self.value
 
 
+class Deviation(AssertionError):
+    """A clause is violated. ``diagnosis`` names the known bug that explains it, if one does."""
+
+    def __init__(self, message: str, summary: str, diagnosis: str | None = None) -> None:
+        super().__init__(message)
+        self.summary = summary
+        self.diagnosis = diagnosis
+
+
 # How verdicts of several tests of one clause combine: the most severe wins.
 SEVERITY = {
     Verdict.NOT_PROVIDED: 0,
@@ -74,10 +83,16 @@ class ClauseResult:
 
 
 def combine(outcomes: Iterable[Outcome]) -> Outcome:
-    """The most severe outcome; among equals, the first. Variants found are all named."""
+    """The most severe outcome; among equals, the first that names a diagnosis, else the first
+    (so that one run's diagnosis is not lost to another run's "cause unknown"). Variants found
+    are all named; a passing clause keeps every run's notes."""
     items = list(outcomes)
     if not items:
         raise ValueError("no outcomes to combine")
-    worst = max(items, key=lambda o: SEVERITY[o.verdict])
+    worst = max(items, key=lambda o: (SEVERITY[o.verdict], o.diagnosis is not None))
     variants = sorted({v for o in items if o.variant for v in o.variant.split(", ")})
-    return dataclasses.replace(worst, variant=", ".join(variants) or None)
+    combined = dataclasses.replace(worst, variant=", ".join(variants) or None)
+    if worst.verdict == Verdict.CONFORMS:
+        notes = [o.reason for o in items if o.verdict == worst.verdict and o.reason]
+        combined.reason = "; ".join(dict.fromkeys(notes))
+    return combined

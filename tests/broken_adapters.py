@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 import transformer as T
+from spec.adapter import Config
 from spec.adapters.reference import ReferenceAdapter
 
 
@@ -169,6 +170,48 @@ class LeaksGlobalState(ReferenceAdapter):
         return super().attention(q, k, v, mask)
 
 
+class RefusesFullDropout(ReferenceAdapter):
+    """The implementation asserts ``dropout < 1`` when it is built (its own check): the
+    settings it refuses are reported, not taken for a deviation."""
+
+    name = "refuses-full-dropout"
+
+    def model(self, config: Config) -> T.Transformer:
+        assert config.dropout < 1, "dropout must be < 1"
+        return super().model(config)
+
+
+class AssertingFeedForward(ReferenceAdapter):
+    """An ``assert`` of the implementation fails inside ``feed_forward_forward``: ERROR naming
+    the method, not a DEVIATES."""
+
+    name = "asserting-feed-forward"
+
+    def feed_forward_forward(self, module: torch.nn.Module, x: Tensor) -> Tensor:
+        assert x.shape[1] > 99, "sequences must be long"
+        return super().feed_forward_forward(module, x)
+
+
+class ForwardIgnoresPadding(ReferenceAdapter):
+    """The whole-model ``forward`` (protocol version 2) drops the source padding mask, while
+    the pieces take it: a bug that lives only in ``forward``."""
+
+    name = "forward-ignores-padding"
+
+    def forward(self, model: T.Transformer, src: Tensor, tgt_in: Tensor, src_mask: Tensor) -> Tensor:
+        everything = torch.ones_like(src_mask)
+        memory = self.encode(model, self.embed_source(model, src), everything)
+        return self.project(model, self.decode(model, self.embed_target(model, tgt_in), memory,
+                                               everything))
+
+
+class BadDeclaration(ReferenceAdapter):
+    """``architecture`` says something the protocol does not know: the run stops at once."""
+
+    name = "bad-declaration"
+    architecture = "decoder-only"
+
+
 CORPUS = {
     "MissingAttention": "a capability missing",
     "RaisingFeedForward": "a capability raises",
@@ -184,5 +227,8 @@ CORPUS = {
     "Sleeps": "hangs in time.sleep",
     "Spins": "hangs in a Python loop",
     "LeaksGlobalState": "changes torch's global state",
+    "RefusesFullDropout": "the implementation refuses a setting",
+    "AssertingFeedForward": "an assert of the implementation fails",
+    "ForwardIgnoresPadding": "a bug only in the whole-model forward",
 }
 """Adapter class name -> what it breaks."""

@@ -80,9 +80,11 @@ EXPECTED_VARIANTS = {
     "5.3/eq3": {"step-zero"},
     "5.4/dropout-elsewhere": {"attention-dropout", "ffn-dropout"},
     "5.4/label-smoothing": {
-        "spread-over-all",
-        "spread-excluding-true",
         "spread-excluding-true-and-pad",
+        "kl-loss",
+        "summed-loss",
+        "mean-over-all-positions",
+        "mean-over-sentences",
     },
 }
 

@@ -102,7 +102,7 @@ def site() -> Path:
                 env=env,
                 capture_output=True,
                 text=True,
-                timeout=900,
+                timeout=1800,  # a cold build runs the mutant and outside corpora
             )
             assert build.returncode == 0, f"mkdocs build --strict failed:\n{build.stderr[-6000:]}"
             stamp.write_text(key)

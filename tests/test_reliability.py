@@ -42,6 +42,7 @@ FFN = "spec.suite.test_3_3_ffn"
 EMBEDDINGS = "spec.suite.test_3_4_embeddings"
 POSITIONAL = "spec.suite.test_3_5_positional"
 TRAINING = "spec.suite.test_5_training"
+STACKS = "spec.suite.test_3_1_stacks"
 
 ATTENTION_CALLERS = ("3.2.1/eq1", "3.2.1/scale", "3.2.1/mask", "3.2.1/permutation")
 """The 3.2.1 clauses whose tests call ``attention`` (3.2.1/softmax-over-keys reads
@@ -152,6 +153,24 @@ CASES = [
         args=("--spec-timeout", "1"),
     ),
     Case("LeaksGlobalState", (ATTENTION,), {}),
+    Case(
+        "RefusesFullDropout",
+        (TRAINING,),
+        # judged on the rates it accepts; the P_drop = 1 part is reported as not checked
+        {"5.4/residual-dropout": ("CONFORMS", "the implementation refused the configuration "
+                                  "dropout=1.0 (AssertionError: dropout must be < 1)")},
+    ),
+    Case(
+        "AssertingFeedForward",
+        (FFN,),
+        each(("3.3/eq2", "3.3/position-wise", "3.3/dims"), "ERROR",
+             "raised: AssertionError in adapter.feed_forward_forward: sequences must be long"),
+    ),
+    Case(
+        "ForwardIgnoresPadding",
+        (STACKS,),
+        {"3.1/shared-memory": ("DEVIATES", "forward(src, tgt_in) vs the pieces")},
+    ),
 ]
 
 _REFERENCE: dict[tuple[str, ...], tuple[dict[str, dict[str, Any]], int]] = {}
@@ -466,3 +485,13 @@ def test_private_hypothesis_storage_is_removed(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("HYPOTHESIS_STORAGE_DIRECTORY", "/somewhere")
     with private_hypothesis_storage():  # the user's choice stands
         assert vars(hypothesis.configuration).get("__hypothesis_home_directory") == home
+
+
+def test_a_declaration_the_protocol_does_not_know_stops_the_run(run, pytester) -> None:
+    result = pytester.runpytest_inprocess(
+        "--pyargs", ATTENTION, "-p", "no:cacheprovider", "-o", f"pythonpath={HERE}",
+        "--impl", "broken_adapters:BadDeclaration",
+    )  # fmt: skip
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*adapter.architecture is 'decoder-only'; it must be one of "
+                                 "'encoder-decoder', 'encoder-only', 'attention-only'*"])

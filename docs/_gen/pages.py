@@ -248,8 +248,10 @@ def matrix_page() -> str:
     out = [
         "# Conformance matrix",
         "",
-        "The verdict of every clause for the reference implementation and for PyTorch's "
-        "`torch.nn.Transformer` (with `nn.MultiheadAttention`), from the conformance suite run "
+        "The verdict of every clause for the reference implementation, for PyTorch's "
+        "`torch.nn.Transformer` (with `nn.MultiheadAttention`) and for Hugging Face "
+        "transformers' `MarianMTModel` (transformers 5.23.0, built from a configuration with "
+        "random weights: `--impl hf-marian`, extra `matrix`), from the conformance suite run "
         "when this site was built. Verdicts: CONFORMS; VARIANT (a named deviation the clause "
         "allows); DEVIATES (with a diagnosis when a known bug matches); NOT PROVIDED (the "
         "adapter lacks a capability); ERROR.",
@@ -334,6 +336,8 @@ def mutants_section() -> list[str]:
     broken, variants = data.get("mutants", []), data.get("variants", [])
     caught = sum(bool(r["detected"]) for r in broken)
     recognised = sum(bool(r["recognised"]) for r in variants)
+    quality = {q: sum(r.get("diagnosis_quality") == q for r in broken)
+               for q in ("right", "unknown", "wrong")}
     out += [
         f"The suite against the implementations of `tests/mutants/`: each is the reference with "
         f"one change. **{caught} of {len(broken)}** broken ones are caught: every clause they "
@@ -342,10 +346,14 @@ def mutants_section() -> list[str]:
         "their named VARIANT, with no clause deviating. `tests/test_mutants.py` fails otherwise; "
         "`python -m tests.mutants` writes this table to `build/docs-data/detection.json`.",
         "",
+        f"Diagnoses: **{quality['right']}** right (the bug is named), {quality['unknown']} "
+        f"unknown (\"cause unknown\": no model of the bug matched), **{quality['wrong']}** "
+        "wrong (another bug named).",
+        "",
         "### Broken implementations",
         "",
-        "| bug | what is wrong | must deviate | verdicts there | diagnosis | caught |",
-        "|---|---|---|---|---|---|",
+        "| bug | what is wrong | must deviate | verdicts there | diagnosis | diagnosed | caught |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in broken:
         expected = r["expected_clauses"]
@@ -356,7 +364,7 @@ def mutants_section() -> list[str]:
         mark = "yes" if r["detected"] else "**no**"
         out.append(
             f"| `{r['mutant']}` | {S.md_text(r['bug'])} | {_clauses(expected)} | "
-            f"{verdicts} | {diagnosis} | {mark} |"
+            f"{verdicts} | {diagnosis} | {r.get('diagnosis_quality', '?')} | {mark} |"
         )
     out += [
         "",
@@ -370,6 +378,26 @@ def mutants_section() -> list[str]:
         named = named or "none: conforms to every clause"
         mark = "yes" if r["recognised"] else "**no**"
         out.append(f"| `{r['variant']}` | {S.md_text(r['description'])} | {named} | {mark} |")
+    outside = data.get("outside", [])
+    if outside:
+        agree = sum(bool(r["agrees"]) for r in outside)
+        out += [
+            "",
+            "### The outside corpus",
+            "",
+            f"Transformers written from scratch, cut differently from the reference "
+            f"(`tests/outside/`), correct ones and broken ones. For **{agree} of "
+            f"{len(outside)}** the suite gives every clause the verdict a careful reader of the "
+            "paper gives it (`tests/test_outside.py` pins each, with the reason).",
+            "",
+            "| implementation | deviates (as it must) | diagnosed | agrees |",
+            "|---|---|---|---|",
+        ]
+        for r in outside:
+            deviating = _clauses(r["deviating"]) if r["deviating"] else "none: correct code"
+            quality = r["diagnosis_quality"] or ""
+            mark = "yes" if r["agrees"] else "**no**"
+            out.append(f"| `{r['outside']}` | {deviating} | {quality} | {mark} |")
     return [*out, ""]
 
 

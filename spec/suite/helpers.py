@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
 from spec import oracle
-from spec.adapter import Config
-from spec.check import Check, Env
+from spec.adapter import Config, declared
+from spec.check import Check, Deviation, Env
 from spec.diagnosis import explain
 from spec.oracle import sub
-from spec.tolerances import Tolerance, diagnose, error_ratio
+from spec.tolerances import Tolerance, close, diagnose, error_ratio, tolerance
 
 SMALL = Config()
 """The configuration most model tests use: d_model 16, h 4, d_ff 32, N 2, vocab 13, no dropout."""
@@ -58,6 +58,23 @@ def randomize(
     return {name: t.detach().clone() for name, t in params.items()}
 
 
+def aliases(params: Mapping[str, Tensor], names: Iterable[str]) -> list[tuple[str, str]]:
+    """Pairs among ``names`` (those present in ``params``) that read back one and the same
+    value although :func:`randomize` loaded distinct random values into each: parameters the
+    implementation shares where the paper has distinct ones. Also pairs of heads
+    (``W_K[0]``, ``W_K[1]``) within a per-head matrix ``[h, d_model, d_k]``. Meaningful only
+    after :func:`randomize` could load (the adapter has ``load_parameters``)."""
+    present = [n for n in names if n in params]
+    pairs = [(a, b) for i, a in enumerate(present) for b in present[i + 1:]
+             if params[a].shape == params[b].shape and bool(torch.equal(params[a], params[b]))]
+    for name in present:
+        t = params[name]
+        if t.dim() == 3 and t.shape[0] > 1:
+            pairs += [(f"{name}[{i}]", f"{name}[{j}]") for i in range(t.shape[0])
+                      for j in range(i + 1, t.shape[0]) if bool(torch.equal(t[i], t[j]))]
+    return pairs
+
+
 def build(
     clause: Check, env: Env, rng: torch.Generator, config: Config = SMALL
 ) -> tuple[nn.Module, dict[str, Tensor]]:
@@ -65,6 +82,25 @@ def build(
     weights; and its canonical parameters."""
     model = clause.require("model")(config).to(env.device, env.dtype).eval()
     return model, randomize(clause, model, env, rng)
+
+
+def twin(
+    clause: Check, model: nn.Module, config: Config, env: Env, params: Mapping[str, Tensor]
+) -> nn.Module:
+    """A second model from the adapter, built from ``config`` on ``env``, with ``model``'s
+    weights: every entry of ``model``'s ``state_dict`` that the new model has with the same
+    shape (so parameters without a canonical name are copied too), then the canonical
+    parameters ``params`` on top when some entries differ (a positional table built for
+    another ``max_len``). Never a copy of the canonical parameters alone, which would leave
+    the others at their initial values."""
+    other = clause.require("model")(config).to(env.device, env.dtype).eval()
+    state, target = model.state_dict(), other.state_dict()
+    same = {k: v for k, v in state.items() if k in target and target[k].shape == v.shape}
+    other.load_state_dict(same, strict=False)
+    if len(same) < max(len(state), len(target)):
+        clause.require("load_parameters")(other, {n: t.to(env.device, env.dtype)
+                                                  for n, t in params.items()})
+    return other
 
 
 def tokens(
@@ -108,8 +144,19 @@ def shifted(clause: Check, tgt: Tensor, bos_id: int) -> Tensor:
 def logits(
     clause: Check, model: nn.Module, src: Tensor, src_mask: Tensor, tgt_in: Tensor
 ) -> Tensor:
-    """Next-token logits ``[B, T, V]`` through the adapter: embed and encode the source, embed
-    and decode the (shifted-right) target ``tgt_in``, project."""
+    """Next-token logits ``[B, T, V]`` through the adapter: the whole model's ``forward`` when
+    the adapter has one (the path its users call), otherwise embed and encode the source, embed
+    and decode the (shifted-right) target ``tgt_in``, project (:func:`pieces`)."""
+    if clause.has("forward"):
+        return clause.require("forward")(model, src, tgt_in, src_mask)
+    return pieces(clause, model, src, src_mask, tgt_in)
+
+
+def pieces(
+    clause: Check, model: nn.Module, src: Tensor, src_mask: Tensor, tgt_in: Tensor
+) -> Tensor:
+    """Next-token logits ``[B, T, V]`` composed from the adapter's pieces: embed and encode the
+    source, embed and decode the (shifted-right) target ``tgt_in``, project."""
     x = clause.require("embed_source")(model, src)
     memory = clause.require("encode")(model, x, src_mask)
     y = clause.require("embed_target")(model, tgt_in)
@@ -149,8 +196,13 @@ class Batch:
 
     def run(self, clause: Check, model: torch.nn.Module, env: Env) -> Tensor:
         """The logits through the whole model when the adapter embeds and projects; otherwise
-        the decoder output for the embedded inputs."""
+        the decoder output for the embedded inputs; without a decoder (an encoder-only
+        implementation), the encoder output for the embedded source (or the source vectors)."""
         src_mask = self.src_mask.to(env.device)
+        if not clause.has("decode"):
+            x = (clause.require("embed_source")(model, self.src.to(env.device))
+                 if clause.has("embed_source") else self.x.to(env.device, env.dtype))
+            return clause.require("encode")(model, x, src_mask)
         if all(clause.has(n) for n in ("embed_source", "embed_target", "project")):
             return logits(clause, model, self.src.to(env.device), src_mask,
                           self.tgt_in.to(env.device))
@@ -174,21 +226,108 @@ def tied_pairs(clause: Check, model: nn.Module, env: Env, rng: torch.Generator) 
     """
     read = clause.require("parameters")
     params = dict(read(model))
-    missing = [n for n in EMBEDDING_NAMES if n not in params]
+    # an implementation without a decoder has no target embedding: the other two are judged
+    names = [n for n in EMBEDDING_NAMES if n != "tgt_embedding" or clause.has("embed_target")]
+    missing = [n for n in names if n not in params]
     if missing:
         clause.not_provided("parameters", f"no canonical {', '.join(missing)}")
     fresh = dict(params)
-    for name in EMBEDDING_NAMES:
+    for name in names:
         fresh[name] = draw(name, params[name].shape, rng).to(env.device, env.dtype)
     clause.require("load_parameters")(model, fresh)
-    back = {n: read(model)[n].detach().to("cpu", torch.float64) for n in EMBEDDING_NAMES}
-    src, tgt, gen = back["src_embedding"], back["tgt_embedding"], back["generator.W"].T
+    back = {n: read(model)[n].detach().to("cpu", torch.float64) for n in names}
+    back["generator.W"] = back["generator.W"].T
+    short = {"src_embedding": "src", "tgt_embedding": "tgt", "generator.W": "generator"}
 
     def same(a: Tensor, b: Tensor) -> bool:
         return a.shape == b.shape and bool(torch.equal(a, b))
 
-    pairs = {"src-tgt": same(src, tgt), "tgt-generator": same(tgt, gen), "src-generator": same(src, gen)}
-    return {name for name, tied in pairs.items() if tied}
+    return {f"{short[a]}-{short[b]}" for i, a in enumerate(names) for b in names[i + 1:]
+            if same(back[a], back[b])}
+
+
+# -- 3.4, 3.5: what the embedding layers add, what project returns ----------------------------
+
+
+def as_outputs(clause: Check, logits: Tensor) -> Tensor:
+    """The oracle's ``logits`` as the adapter's ``project`` (and ``forward``) return them: the
+    logits, or their log-softmax where the adapter declares ``outputs = "log-probs"``."""
+    return logits.log_softmax(-1) if declared(clause.adapter, "outputs") == "log-probs" else logits
+
+
+def embedding_norm(params: Mapping[str, Tensor], which: str) -> dict[str, Tensor] | None:
+    """The exposed LayerNorm on the ``which`` (``src`` / ``tgt``) stack's sum of embeddings and
+    positional encoding, ``gamma`` and ``beta`` (variant ``embedding-norm`` of 3.5/added), or
+    None."""
+    norm = sub(params, f"{which}_embedding_norm")
+    return norm if {"gamma", "beta"} <= norm.keys() else None
+
+
+def normed(
+    norm: Mapping[str, Tensor] | None, actual: Tensor, sums: Tensor, tol: Tolerance
+) -> tuple[Callable[[Tensor], Tensor], float | None]:
+    """What the embedding layers make of sums the oracle computes (sqrt(d_model) E + PE, or a
+    bug's), and the LayerNorm epsilon the correct ``sums`` show: the sums themselves (and None)
+    without a ``norm``; with one, LN(x) with its gain and bias and the epsilon of
+    :data:`READINGS` (1e-5, 1e-6, 1e-12) that brings LN(x) closest to ``actual`` (so a bug's
+    sums are normalised with the epsilon that fits them too)."""
+    if norm is None:
+        return (lambda x: x), None
+    epsilons = dict.fromkeys(r.eps for r in READINGS)
+
+    def fits(x: Tensor) -> tuple[Tensor, float]:
+        outs = {e: oracle.layer_norm(x, norm["gamma"], norm["beta"], e) for e in epsilons}
+        eps = min(outs, key=lambda e: error_ratio(actual, outs[e], tol))
+        return outs[eps], eps
+
+    return (lambda x: fits(x)[0]), fits(sums)[1]
+
+
+def unmoved(model: nn.Module, env: Env) -> dict[str, Tensor]:
+    """The floating-point tensors that ``model``'s modules keep as plain attributes (neither
+    parameter nor buffer) in another dtype or on another device than ``env``'s: those that
+    ``model.to(env.device, env.dtype)`` did not convert."""
+    return {
+        f"{prefix}.{name}".lstrip("."): t
+        for prefix, module in model.named_modules()
+        for name, t in vars(module).items()
+        if isinstance(t, Tensor) and t.is_floating_point()
+        and (t.dtype != env.dtype or t.device.type != env.device.type)
+    }
+
+
+def not_buffer(
+    clause: Check, model: nn.Module, env: Env, d_model: int, added: Tensor | None = None
+) -> None:
+    """Deviate (``positions-not-buffer``) if ``model`` keeps a table ``[n, d_model]`` as a plain
+    attribute that ``.to()`` left in another dtype or on another device (:func:`unmoved`);
+    given ``added`` ``[B, L, d_model]`` (what the model adds to the embeddings), only if the
+    table's first L rows are what it adds."""
+    for name, t in unmoved(model, env).items():
+        rows = t.detach().to("cpu", torch.float64)
+        if t.dim() != 2 or t.shape[1] != d_model:
+            continue
+        if added is not None and (rows.shape[0] < added.shape[-2] or not close(
+                added, rows[: added.shape[-2]].expand_as(added), tolerance("cpu", torch.float64))):
+            continue
+        clause.deviates(
+            f"the positional table does not follow .to(): {name} is a plain attribute, not a "
+            f"registered buffer ({t.dtype} on {t.device.type} in a model moved to {env.dtype} on "
+            f"{env.device.type})", explain("positions-not-buffer"))
+
+
+def embedded(
+    clause: Check, method: str, model: nn.Module, ids: Tensor, env: Env,
+    d_model: int = SMALL.d_model,
+) -> Tensor:
+    """``method`` (``embed_source`` / ``embed_target``) of ``ids`` on ``env``'s device. When the
+    call fails (an output in another dtype, tensors on two devices) and the model keeps a table
+    apart from ``.to()`` (:func:`not_buffer`), the deviation names it instead of the symptom."""
+    try:
+        return clause.require(method)(model, ids.to(env.device))
+    except (Deviation, RuntimeError):
+        not_buffer(clause, model, env, d_model)
+        raise
 
 
 # -- Stacks: how a model wraps its sub-layers, oracle stacks with more knobs, influence --------

@@ -19,7 +19,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from spec.adapter import Config
+from spec.adapter import Config, declared
 from spec.check import Check, Env
 from spec.diagnosis import explain
 from spec.suite import helpers as H
@@ -109,6 +109,14 @@ def test_residual_norm(clause: Check, env: Env, rng: torch.Generator) -> None:
     """
     model, params = H.build_stacks(clause, env, rng)
     for stack in _stacks(clause):
+        if clause.has("load_parameters"):  # distinct values were loaded into every norm
+            for i, layer in H.layers(params, stack).items():
+                norms = sorted(n for n in layer if n.startswith("norm_"))
+                shared = H.aliases(layer, norms)
+                clause.expect(not shared, f"{stack} layer {i}: "
+                              f"{', '.join(f'{a} = {b}' for a, b in shared)} read back the same "
+                              "values after distinct ones were loaded: one LayerNorm serves "
+                              "several sub-layers", explain("shared-norms"))
         actual, run = H.probe(clause, env, rng, model, params, SMALL, stack)
         reading, _ = _wrapping(actual, run, stack, env)
         if reading is None:
@@ -163,7 +171,8 @@ def test_width(clause: Check, env: Env, rng: torch.Generator) -> None:
         x, memory = env.randn(2, 5, d, generator=rng), env.randn(2, 3, d, generator=rng)
         forward = clause.require("multi_head_forward")
         width("multi-head self-attention", forward(module, x, None, None), 2, 5)
-        width("multi-head attention over a memory", forward(module, x, memory, None), 2, 5)
+        with clause.part("multi-head attention over a memory"):  # self-attention-only modules
+            width("multi-head attention over a memory", forward(module, x, memory, None), 2, 5)
     if clause.has("feed_forward") and clause.has("feed_forward_forward"):
         ffn = clause.require("feed_forward")(d, config.d_ff).to(env.device, env.dtype).eval()
         x = env.randn(2, 5, d, generator=rng)
@@ -338,6 +347,9 @@ def test_shared_memory(clause: Check, env: Env, rng: torch.Generator) -> None:
     run = functools.partial(H.decoder, y, memory, params, config, mask, reading)
     H.judge(clause, out, run(), "decoder output", env.tol,
             functools.partial(H.stack_bugs, run, reading, "decoder"))
+    if clause.has("forward"):
+        with clause.part("forward"):
+            _forward_is_pieces(clause, env, rng, model, config)
     if from_encoder is not None:
         encoded, actual = from_encoder
         clause.expect(
@@ -348,3 +360,21 @@ def test_shared_memory(clause: Check, env: Env, rng: torch.Generator) -> None:
             "memory it is given (such as the outputs of the encoder's layers)",
             explain("memory-not-shared"),
         )
+
+
+def _forward_is_pieces(
+    clause: Check, env: Env, rng: torch.Generator, model: torch.nn.Module, config: Config
+) -> None:
+    """The whole model's ``forward`` (as its users call it) computes what its pieces compose:
+    embed and encode the source, embed the target, decode it against that memory, project. A
+    decoder that reads something other than the final encoder output only in ``forward`` shows
+    here; the pieces are judged against the oracle by the other clauses."""
+    src, src_mask = H.tokens(rng, config, 2, 6, lengths=[6, 4])
+    tgt_in, _ = H.tokens(rng, config, 2, 5, vocab=config.tgt_vocab)
+    src, src_mask, tgt_in = src.to(env.device), src_mask.to(env.device), tgt_in.to(env.device)
+    whole = clause.require("forward")(model, src, tgt_in, src_mask)
+    composed = H.pieces(clause, model, src, src_mask, tgt_in)
+    if declared(clause.adapter, "outputs") == "log-probs":
+        whole, composed = whole.log_softmax(-1), composed.log_softmax(-1)
+    clause.close(whole, composed, "forward(src, tgt_in) vs the pieces (encode, decode, project)",
+                 env.tol)

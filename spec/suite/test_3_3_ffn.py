@@ -129,7 +129,7 @@ def test_dims(clause: Check, env: Env, rng: torch.Generator) -> None:
         checked = True
     if clause.has("model") and clause.has("parameters"):
         _, params = H.build_stacks(clause, env, rng, config)
-        for stack in ("encoder", "decoder"):
+        for stack in ("encoder", "decoder") if clause.has("decode") else ("encoder",):
             ffns = {i: H.sub(layer, "ffn") for i, layer in H.layers(params, stack).items()}
             clause.expect(len(ffns) == config.n_layers and all(ffns.values()),
                           f"the {stack} layers {list(ffns)} do not each have FFN parameters")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Literal
 
 import pytest
@@ -122,11 +122,17 @@ def _norms(x: Tensor, params: dict[str, Tensor], names: Iterable[str], ln: H.Rea
     return x
 
 
-def _final(x: Tensor, params: dict[str, Tensor], stack: str, ln: H.Reading) -> Tensor:
-    """The stack's extra final LayerNorm, if it has one (variant ``final-norm`` of 3.1)."""
-    if f"{stack}.norm.gamma" not in params:
-        return x.double()
-    return H.layer_norm(x, H.sub(params, f"{stack}.norm"), ln)
+def _final(x: Tensor, params: dict[str, Tensor], stack: str, ln: H.Reading,
+           hidden: bool = False) -> Tensor:
+    """The stack's extra final LayerNorm, if it has one (variant ``final-norm`` of 3.1), then,
+    with ``hidden``, the unexposed one (gain 1, bias 0) of the model's reading (a deviation
+    that 3.1/no-final-norm reports)."""
+    if f"{stack}.norm.gamma" in params:
+        x = H.layer_norm(x, H.sub(params, f"{stack}.norm"), ln)
+    if hidden:
+        ones = torch.ones(x.shape[-1], dtype=torch.float64, device=x.device)
+        x = H.layer_norm(x, {"gamma": ones, "beta": 0 * ones}, ln)
+    return x.double()
 
 
 def _first_close(actual: Tensor, candidates: dict[str, Tensor], tol: Tolerance) -> str | None:
@@ -154,6 +160,17 @@ def _reading(clause: Check, env: Env, model: nn.Module, params: dict[str, Tensor
     return norms, found
 
 
+def _ffn_biases(params: dict[str, Tensor]) -> dict[str, Tensor]:
+    """``params`` with zero FFN biases where the model has none (an FFN without biases is Eq. 2
+    with b_1 = b_2 = 0), so that the oracle can run it."""
+    out = dict(params)
+    for name, w in params.items():
+        if name.endswith((".ffn.W_1", ".ffn.W_2")):
+            bias = name[: -len("W_1")] + ("b_1" if name.endswith("W_1") else "b_2")
+            out.setdefault(bias, torch.zeros_like(w[0]))
+    return out
+
+
 def _layer_norm(reading: H.Reading) -> H.Reading:
     """Only the LayerNorm of ``reading`` (post-norm, ReLU)."""
     return H.Reading(eps=reading.eps, unbiased=reading.unbiased,
@@ -168,12 +185,38 @@ def test_residual_dropout(clause: Check, env: Env, rng: torch.Generator) -> None
 
     Pre-norm (x + Dropout(Sublayer(LayerNorm(x)))) reduces to the identity: variant
     ``pre-norm``. Dropout inside the sub-layers cannot change this outcome (the sub-layer output
-    is dropped whole); 5.4/dropout-elsewhere tells those apart.
+    is dropped whole); 5.4/dropout-elsewhere tells those apart. First, though, the rate: the
+    share of the sub-layer output's entries that training mode drops, and the scale of the
+    kept ones, must be P_drop and 1 / (1 - P_drop), for P_drop = 0 (training mode then changes
+    nothing) and 0.3 (:func:`_dropout_probe`, :func:`_judge_rates`); this part is not checked
+    where the probe cannot read the rate (dropout on the residual stream, which the P_drop = 1
+    part diagnoses).
     """
+    with clause.part("the dropout rate on sub-layer outputs"):
+        rates: dict[str, dict[float, Rate]] = {site: {} for site in SITES}
+        for p in (RATE, 0.0):
+            for site, f in _dropout_probe(clause, env, rng, p).items():
+                rate = None if f is None else _residual_rate(f, _delta(env.tol))
+                if rate is None:
+                    clause.not_provided(f"the {site} output's dropout rate", "its probe shows "
+                                        "dropout that is not on sub-layer outputs "
+                                        "(5.4/dropout-elsewhere)")
+                rates[site][p] = rate
+        for site, measured in rates.items():
+            _judge_rates(clause, f"the {site} sub-layer's output", measured, _delta(env.tol),
+                         "no-residual-dropout")
+    with clause.part("the sub-layer outputs with P_drop = 1"):
+        _residual_all_dropped(clause, env, rng)
+    clause.parts_done()
+
+
+def _residual_all_dropped(clause: Check, env: Env, rng: torch.Generator) -> None:
+    """The P_drop = 1 part of :func:`test_residual_dropout`."""
     config = _with_dropout(SMALL, 1.0)
     model, params = build(clause, env, rng, config)
+    params = _ffn_biases(params)
     lns, reading = _reading(clause, env, model, params, config)
-    own = _layer_norm(reading)
+    own, hidden = _layer_norm(reading), reading.hidden_norm
     model.train()
     n = config.n_layers
     x = env.randn(2, 6, config.d_model, generator=rng)
@@ -187,11 +230,11 @@ def test_residual_dropout(clause: Check, env: Env, rng: torch.Generator) -> None
     )
     for stack, actual, norms in runs:
         names = [f"{stack}.{i}.{k}" for i in range(n) for k in norms]
-        paper = {name: _final(_norms(x, params, names, ln), params, stack, ln)
+        paper = {name: _final(_norms(x, params, names, ln), params, stack, ln, hidden)
                  for name, ln in lns.items()}
         if _first_close(actual, paper, env.tol):
             continue
-        pre = _final(x, params, stack, own)
+        pre = _final(x, params, stack, own, hidden)
         if error_ratio(actual, pre, env.tol) <= 1.0:
             clause.variant("pre-norm", f"with P_drop = 1 the {stack} is the identity (up to its "
                            "final norm): x + Dropout(Sublayer(LayerNorm(x)))")
@@ -204,7 +247,7 @@ def test_residual_dropout(clause: Check, env: Env, rng: torch.Generator) -> None
         bugs = {
             "no-residual-dropout": intact,
             "dropout-after-residual": _final(
-                params[f"{last}.beta"].double().expand_as(x), params, stack, own),
+                params[f"{last}.beta"].double().expand_as(x), params, stack, own, hidden),
         }
         clause.close(actual, paper["eps=1e-05"], f"{stack} output with P_drop = 1 (train mode)",
                      env.tol, bugs)
@@ -212,54 +255,270 @@ def test_residual_dropout(clause: Check, env: Env, rng: torch.Generator) -> None
 
 @pytest.mark.clause("5.4/embedding-dropout")
 def test_embedding_dropout(clause: Check, env: Env, rng: torch.Generator) -> None:
-    """Dropout(sqrt(d_model) E[t] + PE), in both stacks.
+    """Dropout(sqrt(d_model) E[t] + PE), in both stacks (each judged where it exists), at the
+    configured rate.
 
-    With P_drop = 0.5 in training mode every output entry must be 0 or c times the
-    evaluation-mode output (the same sum; c = 1 / (1 - P_drop) = 2 for the usual inverted
-    dropout), and about half of them 0. Dropout on the embedding alone, before the encoding is
-    added, leaves entries equal to PE or c sqrt(d_model) E + PE; no dropout leaves no zero.
+    With P_drop = 0.3 in training mode every output entry must be 0 or c times the
+    evaluation-mode output (the same sum; c = 1 / (1 - P_drop) for the usual inverted
+    dropout), with P_drop = 0 equal to it. Dropout on the embedding alone, before the encoding
+    is added, leaves entries equal to PE or c sqrt(d_model) E + PE; no dropout leaves no zero.
+    Then the rate: the share of dropped entries and c must be P_drop and 1 / (1 - P_drop)
+    (:func:`_judge_rates`), so that dropout applied twice or at a fixed rate shows.
     """
-    model, _ = build(clause, env, rng, _with_dropout(SMALL, 0.5))
     ids, _ = tokens(rng, SMALL, 4, 12)
     ids = ids.to(env.device)
     pe = oracle.positional_encoding(12, SMALL.d_model).unsqueeze(0)
-    for method in ("embed_source", "embed_target"):
-        embed = clause.require(method)
+    models = {p: build(clause, env, rng, _with_dropout(SMALL, p))[0] for p in (RATE, 0.0)}
+    for method in ("embed_source", "embed_target"):  # each judged where it exists
+        with clause.part(method):
+            embed = clause.require(method)
+            rates: dict[float, Rate] = {}
+            for p, model in models.items():
+                model.eval()
+                whole = embed(model, ids).detach().to("cpu", torch.float64)
+                model.train()
+                dropped = embed(model, ids).detach().to("cpu", torch.float64)
+                model.eval()
+                big = whole.abs() > 0.1  # entries where 0 and c * whole are far apart
+                zero = dropped.abs() <= env.tol.atol
+                share = float((zero & big).sum()) / float(big.sum())
+                if p > 0 and share == 0.0:
+                    clause.deviates(f"{method}: no entry is dropped in training mode with "
+                                    f"P_drop = {p:g}", explain("no-embedding-dropout"))
+                kept = big & ~zero
+                c = float((dropped[kept] / whole[kept]).median())
+                expected = torch.where(zero, 0.0, c * whole)  # the nearer of the allowed values
+                one, other = pe.expand_as(whole), (whole - pe) / (1 - p) + pe
+                before = torch.where((dropped - one).abs() < (dropped - other).abs(), one, other)
+                clause.close(dropped[big], expected[big], f"{method} in training mode, P_drop "
+                             f"= {p:g}: 0 or {c:.3g} x the evaluation-mode output", env.tol,
+                             {"dropout-before-positions": before[big]} if p > 0 else {})
+                rates[p] = Rate(share, int(big.sum()), c)
+            _judge_rates(clause, method, rates, _delta(env.tol), "no-embedding-dropout")
+    clause.parts_done()
+
+
+# -- measuring dropout: what training mode does to one sub-layer's output ----------------------
+
+SITES = ("attention", "ffn")
+"""The sub-layers of an encoder layer that a dropout probe looks at, in that order."""
+PROBE = (8, 7)
+"""A dropout probe's batch: 8 sequences of 7 identical positions (so 7 keys for each query)."""
+CARRY = 8
+"""A probed sub-layer's output is non-zero in the first CARRY features only."""
+RATE = 0.3
+"""The P_drop, besides 0, at which the effective dropout rates are measured."""
+Z = 5.0
+"""How many binomial standard deviations a measured drop share may miss its rate by."""
+
+
+def _delta(tol: Tolerance) -> float:
+    """How far (relative) two measured dropout factors may differ and count as equal: many
+    times the rounding of the dtype, at most 0.1 (the factors compared differ by 1/7 or more)."""
+    return min(0.1, 20 * (tol.rtol + tol.atol))
+
+
+def _probe_params(clause: Check, params: dict[str, Tensor], site: str,
+                  v: Tensor) -> dict[str, Tensor]:
+    """Canonical parameters (float64, CPU) for a probe of ``site`` on the identical inputs ``v``
+    (zero mean, unit variance) of a one-layer encoder.
+
+    Every LayerNorm of the encoder gets gain 1 and bias 0, the output biases b^O and b_2 (and
+    b_1) are zero where the model has them, and one sub-layer is off: zero W_2 (the FFN adds
+    nothing, whatever its activation or gate) or zero W^O. The other sub-layer's output is
+    non-zero in the first :data:`CARRY` features only (+-3 there) and factors as
+    ``value x row``: for ``"attention"``, W^O reads only head 0's output (so dropping attention
+    weights scales the whole output of a position by m / (7 (1 - q)) for m of 7 kept weights);
+    for ``"ffn"``, W_1 gives every hidden unit the pre-activation 1 and W_2 = 1 row (so
+    dropping hidden units scales the whole output of a position alike). Shapes (d_ff included)
+    are the model's own.
+    """
+    a, f = "encoder.0.self_attn.", "encoder.0.ffn."
+    missing = [n for n in (a + "W_V", a + "W_O", f + "W_1", f + "W_2") if n not in params]
+    if missing:
+        clause.not_provided("parameters", f"no canonical {', '.join(missing)}")
+    q = {n: t.detach().to("cpu", torch.float64).clone() for n, t in params.items()}
+    for name, t in q.items():
+        if name.startswith("encoder.") and name.endswith((".gamma", ".beta")):
+            t.fill_(1.0 if name.endswith(".gamma") else 0.0)
+    for name in (a + "b_O", f + "b_1", f + "b_2"):
+        if name in q:
+            q[name].zero_()
+    row = torch.tensor([3.0, -3.0], dtype=torch.float64).repeat(CARRY // 2)
+    w_o, w_2 = torch.zeros_like(q[a + "W_O"]), torch.zeros_like(q[f + "W_2"])
+    if site == "attention":  # uniform weights over equal values: head 0 outputs its value o
+        o = v @ q[a + "W_V"][0] + (q[a + "b_V"][0] if a + "b_V" in q else 0.0)
+        w_o[: o.numel(), :CARRY] = torch.outer(o / o.dot(o), row)
+    else:  # LayerNorm(v) = v, so v . v / d_model = 1 for every hidden unit
+        q[f + "W_1"] = (v / v.numel()).unsqueeze(1).expand_as(q[f + "W_1"]).clone()
+        w_2[:, :CARRY] = row / w_2.shape[0]
+    q[a + "W_O"], q[f + "W_2"] = w_o, w_2
+    return q
+
+
+def _read(out: Tensor, x: Tensor, tol: Tolerance) -> tuple[Tensor, bool]:
+    """The sub-layer output that an encoder output ``out`` ``[B, L, d]`` shows in the first
+    :data:`CARRY` features, for inputs ``x`` whose other features get no sub-layer output.
+
+    LayerNorms with gain 1 and bias 0 (whatever their epsilon or variance, pre- or post-norm,
+    however many) map the sum z = x + s at a position to a z + b, with one a and b for all
+    features; they are fitted on the features without output, and g = (out - b) / a - x is s
+    there, up to a positive factor that depends on x only. Returns g ``[B L, CARRY]`` and
+    whether the fit holds within ``tol`` (it fails when something else, dropout on the
+    residual stream for one, acts on the features without output).
+    """
+    y = out.detach().to("cpu", torch.float64).flatten(0, 1)
+    x = x.detach().to("cpu", torch.float64).flatten(0, 1)
+    xs, ys = x[:, CARRY:], y[:, CARRY:]
+    xc, yc = xs - xs.mean(-1, keepdim=True), ys - ys.mean(-1, keepdim=True)
+    a = (xc * yc).sum(-1, keepdim=True) / (xc * xc).sum(-1, keepdim=True)
+    b = ys.mean(-1, keepdim=True) - a * xs.mean(-1, keepdim=True)
+    return (y[:, :CARRY] - b) / a - x[:, :CARRY], error_ratio(ys, a * xs + b, tol) <= 1.0
+
+
+def _dropout_probe(
+    clause: Check, env: Env, rng: torch.Generator, p: float
+) -> dict[str, Tensor | None]:
+    """For each of :data:`SITES`, the factors ``[positions, CARRY]`` by which training mode
+    scales the entries of that sub-layer's output (1: as in evaluation mode), in a one-layer
+    encoder built with P_drop = ``p`` (:func:`_probe_params`, :func:`_read`); None where
+    training mode also changes the features without sub-layer output (dropout on the residual
+    stream).
+
+    The factors are told from the model itself, in evaluation mode, so its LayerNorm, FFN
+    activation, gating or hidden norms need no oracle. Premises: evaluation mode is
+    deterministic (5.4/eval-deterministic) and shows the probed output; otherwise the probe is
+    NOT PROVIDED, saying which.
+    """
+    config = _with_dropout(SMALL, p, n_layers=1)
+    model, params = build(clause, env, rng, config)
+    v = torch.randn(config.d_model, generator=rng, dtype=torch.float64)
+    v = (v - v.mean()) / v.std(unbiased=False)
+    x = v.expand(*PROBE, -1).contiguous().to(env.device, env.dtype)
+    mask = torch.ones(*PROBE, dtype=torch.bool, device=env.device)
+    encode, load = clause.require("encode"), clause.require("load_parameters")
+    factors: dict[str, Tensor | None] = {}
+    for site in SITES:
+        load(model, {n: t.to(env.device, env.dtype)
+                     for n, t in _probe_params(clause, params, site, v).items()})
         model.eval()
-        whole = embed(model, ids).detach().to("cpu", torch.float64)
+        whole, again = encode(model, x, mask), encode(model, x, mask)
         model.train()
-        dropped = embed(model, ids).detach().to("cpu", torch.float64)
-        big = whole.abs() > 0.1  # entries where 0 and c * whole are far apart
-        zero = dropped.abs() <= env.tol.atol
-        share = float((zero & big).sum()) / float(big.sum())
-        if share == 0.0:
-            clause.deviates(f"{method}: no entry is dropped in training mode with P_drop = 0.5",
-                            explain("no-embedding-dropout"))
-        kept = big & ~zero
-        c = float((dropped[kept] / whole[kept]).median())
-        expected = torch.where(zero, 0.0, c * whole)  # the nearer of the two allowed values
-        one, other = pe.expand_as(whole), 2 * (whole - pe) + pe
-        before = torch.where((dropped - one).abs() < (dropped - other).abs(), one, other)
-        clause.close(dropped[big], expected[big], f"{method} in training mode: 0 or {c:.3g} x "
-                     "the evaluation-mode output", env.tol,
-                     {"dropout-before-positions": before[big]})
-        clause.expect(0.3 <= share <= 0.7, f"{method}: {share:.0%} of the entries are dropped "
-                      "with P_drop = 0.5")
+        dropped = encode(model, x, mask)
+        model.eval()
+        if not torch.equal(whole, again):
+            clause.not_provided("a dropout probe", "it compares training mode with evaluation "
+                                "mode, and two evaluation-mode calls differ (5.4/eval-deterministic)")
+        g, fits = _read(whole, x, env.tol)
+        if not fits or bool((g.abs() < 0.3).any()):
+            clause.not_provided("a dropout probe", f"in evaluation mode the encoder output does "
+                                f"not show the {site} sub-layer's output (LayerNorms with gain 1 "
+                                "and bias 0 should map x + Sublayer(x) affinely)")
+        h, fits = _read(dropped, x, env.tol)
+        factors[site] = h / g if fits else None
+    return factors
 
 
-def _unexplained(actual: Tensor, candidates: list[Tensor], tol: Tolerance) -> int:
-    """How many positions of ``actual`` ``[B, L, d]`` match none of the candidates."""
-    a = actual.detach().to("cpu", torch.float64)
-    worst = []
-    for e in candidates:
-        e = e.to("cpu", torch.float64)
-        ratio = (a - e).abs() / (tol.atol + tol.rtol * e.abs())
-        worst.append(ratio.amax(dim=-1))
-    return int((torch.stack(worst).amin(dim=0) > 1.0).sum())
+Pattern = Literal["entrywise", "per-position", "unexplained"]
 
 
-def _scaled(params: dict[str, Tensor], name: str, k: float) -> dict[str, Tensor]:
-    return {**params, name: params[name] * k}
+def _pattern(f: Tensor, delta: float) -> tuple[Pattern, float | None]:
+    """How training mode scales a probed sub-layer output, from its factors ``f``:
+
+    * ``"entrywise"``, K: every factor is 0, 1 or one constant K (None: no entry kept): entries
+      are dropped one by one and the kept ones scaled by K, as dropout on the sub-layer output
+      does (K = 1 / (1 - P_drop));
+    * ``"per-position"``: the non-zero factors of a position are one value, which varies
+      between positions: something before the sub-layer's last linear map scales the whole
+      output of a position (dropout on attention weights or FFN hidden units);
+    * ``"unexplained"``: neither.
+    """
+    kept = f.abs() > delta
+    other = f[kept & ((f - 1).abs() > delta)]
+    if not other.numel():
+        return "entrywise", 1.0 if bool(kept.any()) else None
+    k = float(other.median())
+    if bool(((other - k).abs() <= delta * abs(k)).all()):
+        return "entrywise", k
+    top = torch.where(kept, f, -math.inf).amax(-1)
+    low = torch.where(kept, f, math.inf).amin(-1)
+    rows = kept.any(-1)
+    if bool(((top - low)[rows] <= delta * top[rows].abs()).all()):
+        return "per-position", None
+    return "unexplained", None
+
+
+def _lattice(c: Tensor, n: int, delta: float) -> float | None:
+    """The largest unit u >= 1/n of which every value of ``c`` (> 0) is a multiple m u with
+    m <= n, if any: what dropout on the weights of a position that attends uniformly to n
+    equal values gives (m of the n weights kept, each scaled by 1 / (1 - q): u = 1 / (n (1 -
+    q)), times the scale of the residual dropout)."""
+    for m in range(1, n + 1):
+        u = float(c.min()) / m
+        if u < (1 - delta) / n:
+            break
+        k = (c / u).round()
+        if bool(((c - k * u).abs() <= delta * c).all()) and bool((k <= n).all()):
+            return u
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class Rate:
+    """A measured dropout: the share of ``n`` entries dropped, and the scale of the kept ones
+    (None where it cannot be measured)."""
+
+    share: float
+    n: int
+    scale: float | None
+
+    def fits(self, p: float, delta: float) -> bool:
+        """Whether this is inverted dropout at rate ``p``: the share within :data:`Z` binomial
+        standard deviations of p (exactly 0 for p = 0), the scale 1 / (1 - p)."""
+        margin = Z * math.sqrt(p * (1 - p) / self.n) + 0.5 / self.n
+        scale = self.scale is None or abs(self.scale * (1 - p) - 1) <= delta
+        return abs(self.share - p) <= margin and scale
+
+
+def _residual_rate(f: Tensor, delta: float) -> Rate | None:
+    """The dropout of a sub-layer's output, from a probe's factors: the share of zero factors
+    at the positions that keep any (a position whose whole output is scaled away, by dropout
+    inside the sub-layer, says nothing about it), and the scale K of an entrywise pattern.
+    None for an unexplained pattern."""
+    pattern, k = _pattern(f, delta)
+    if pattern == "unexplained":
+        return None
+    rows = f[(f.abs() > delta).any(-1)]
+    if not rows.numel():
+        return Rate(1.0, f.numel(), k)
+    return Rate(float((rows.abs() <= delta).sum()) / rows.numel(), rows.numel(),
+                k if pattern == "entrywise" else None)
+
+
+def _judge_rates(
+    clause: Check, what: str, rates: dict[float, Rate], delta: float, none: str
+) -> None:
+    """Deviate unless the dropout measured at each P_drop is inverted dropout at that rate.
+
+    Diagnoses: ``double-dropout`` when a measurement is dropout at 1 - (1 - P_drop)^2 with
+    the scale 1 / (1 - P_drop)^2; when the measurements at all the P_drop tried are one and
+    the same dropout (rate 1 - 1 / scale), ``none`` (the bug of no dropout) for rate 0 and
+    ``dropout-rate-ignored`` for another; none otherwise.
+    """
+    for p, rate in rates.items():
+        if rate.fits(p, delta):
+            continue
+        bug = None
+        if p > 0 and rate.scale is not None and rate.fits(1 - (1 - p) ** 2, delta):
+            bug = "double-dropout"
+        elif rate.scale and rate.scale >= 1 and all(r.fits(1 - 1 / rate.scale, delta)
+                                                    for r in rates.values()):
+            bug = none if rate.fits(0.0, delta) else "dropout-rate-ignored"
+        scale = "" if rate.scale is None else f", the kept ones scaled by {rate.scale:.3g}"
+        clause.deviates(f"{what}: with P_drop = {p:g}, training mode drops {rate.share:.1%} of "
+                        f"{rate.n} entries{scale}; dropout at P_drop drops {p:.0%} (within "
+                        f"{Z:g} binomial standard deviations) and scales by {1 / (1 - p):.3g}",
+                        explain(bug))
 
 
 @pytest.mark.clause("5.4/dropout-elsewhere")
@@ -267,110 +526,78 @@ def test_dropout_elsewhere(clause: Check, env: Env, rng: torch.Generator) -> Non
     """Dropout only on sub-layer outputs (and embedding sums): none on the attention weights,
     none inside the FFN.
 
-    A one-layer encoder in training mode with P_drop = 0.5, weights chosen so that a sub-layer's
-    output s is non-zero in feature 0 only. Residual dropout then leaves x + k s with
-    k in {0, 1 / (1 - P_drop)} at every position (k = 1 also accepted: 5.4/residual-dropout
-    judges that), so the output is one of a few oracle outputs, post- or pre-norm, with the
-    model's LayerNorm and FFN activation (variants of 3.1/residual-norm and 3.3/eq2, judged
-    there).
+    A one-layer encoder in training mode with P_drop = 0.5, probed one sub-layer at a time
+    (:func:`_dropout_probe`): the factors by which training mode scales the entries of the
+    sub-layer's output, at 56 positions with equal inputs. Dropout on the sub-layer output
+    drops entries one by one and scales the kept ones alike (5.4/residual-dropout judges the
+    rate). Anything else is dropout elsewhere, a variant only where its model matches:
 
-    * attention-weight dropout: all positions get the same input, so the attention weights are
-      uniform and the attention output is v W^O whatever the weights are, unless some of them
-      are dropped: s is then scaled by a random factor, and positions match no candidate;
-    * FFN dropout: every hidden unit is active and feeds feature 0, so dropping some of them
-      scales s by a random factor.
+    * ``attention-dropout``: every query attends uniformly to 7 equal values and W^O reads one
+      head, so dropped weights scale the whole output of a position by m / (7 (1 - q)) for the
+      m kept weights (times the residual's scale): one factor per position, on that lattice;
+    * ``ffn-dropout``: every hidden unit is active and W_2 has rank one, so dropped hidden
+      units scale the whole output of a position by one factor.
 
-    Each is a variant; 56 positions make missing a present dropout unlikely (below 2^-50).
-    First, with every sub-layer output zero, training mode must change nothing: dropout on the
-    residual stream (e.g. LayerNorm(Dropout(x + Sublayer(x)))) is dropout elsewhere that is no
-    named variant, and would make the two probes meaningless.
+    Any other rescaling (e.g. dropout on the heads' outputs ahead of W^O: one factor per
+    position, off the lattice) deviates, cause unknown. 28 informative positions make missing a present
+    dropout unlikely.
     """
-    p = 0.5
-    config = _with_dropout(SMALL, p, n_layers=1)
-    model, params = build(clause, env, rng, config)
-    params = {name: t.clone() for name, t in params.items()}  # not views of the live weights
-    lns, reading = _reading(clause, env, model, params, config)
-    model.train()
-    d, d_ff = config.d_model, config.d_ff
-
-    def candidates(x: Tensor, q: dict[str, Tensor], name: str) -> list[Tensor]:
-        return [H.encoder(x, _scaled(q, name, k), config, reading=dataclasses.replace(
-                    ln, norm=norm, activation=reading.activation))
-                for k in (0.0, 1.0, 1 / (1 - p)) for norm in ("post", "pre") for ln in lns.values()]
-
-    def load(q: dict[str, Tensor]) -> dict[str, Tensor]:
-        """Load ``q`` and return what the adapter reads back (what the oracle uses)."""
-        clause.require("load_parameters")(model, q)
-        return {n: t.detach().clone() for n, t in clause.require("parameters")(model).items()}
-
-    unit = {n: torch.ones_like(t) if n.endswith("gamma") else torch.zeros_like(t)
-            for n, t in params.items() if ".norm_" in n}
-    zero = {n: torch.zeros_like(params[n]) for n in ("encoder.0.self_attn.b_O",) if n in params}
-    found = []
-
-    mask = torch.ones(8, 7, dtype=torch.bool, device=env.device)
-    no_ffn = {f"encoder.0.ffn.{n}": torch.zeros_like(params[f"encoder.0.ffn.{n}"])
-              for n in ("W_1", "b_1", "W_2", "b_2")}
-    w_o = torch.zeros_like(params["encoder.0.self_attn.W_O"])
-
-    # first, every sub-layer output zero: dropout must then change nothing
-    q = load({**params, **unit, **zero, **no_ffn, "encoder.0.self_attn.W_O": w_o})
-    x = env.randn(8, 7, d, generator=rng)
-    out = clause.require("encode")(model, x, mask)
-    if _unexplained(out, candidates(x, q, "encoder.0.self_attn.W_O"), env.tol):
-        clause.deviates("with every sub-layer output zero, training mode (P_drop = 0.5) still "
-                        "changes the encoder output: dropout acts on the residual stream or the "
-                        "normalised output, not only on sub-layer outputs")
-
-    # attention: identical positions, W^O feeding feature 0 only, FFN off
-    w_o[:, 0] = 3 * params["encoder.0.self_attn.W_O"][:, 0]
-    q = load({**params, **unit, **zero, **no_ffn, "encoder.0.self_attn.W_O": w_o})
-    x = env.randn(8, 1, d, generator=rng).expand(8, 7, d).contiguous()
-    out = clause.require("encode")(model, x, mask)
-    if _unexplained(out, candidates(x, q, "encoder.0.self_attn.W_O"), env.tol):
-        found.append("attention-dropout")
-
-    # FFN: attention off, every hidden unit active and feeding feature 0
-    g = torch.Generator().manual_seed(0)
-    w_1 = torch.randn(d, d_ff, generator=g, dtype=torch.float64) * 0.1 / math.sqrt(d)
-    b_1 = 1.0 + torch.rand(d_ff, generator=g, dtype=torch.float64)
-    w_2 = torch.zeros(d_ff, d, dtype=torch.float64)
-    w_2[:, 0] = (0.5 + torch.rand(d_ff, generator=g, dtype=torch.float64)) * 2.0 / float(b_1.sum())
-    ffn = {"W_1": w_1, "b_1": b_1, "W_2": w_2, "b_2": torch.zeros(d, dtype=torch.float64)}
-    q = {**params, **unit, **zero,
-         "encoder.0.self_attn.W_O": torch.zeros_like(params["encoder.0.self_attn.W_O"]),
-         **{f"encoder.0.ffn.{n}": t.to(env.device, env.dtype) for n, t in ffn.items()}}
-    q = load(q)
-    x = env.randn(8, 7, d, generator=rng)
-    out = clause.require("encode")(model, x, mask)
-    if _unexplained(out, candidates(x, q, "encoder.0.ffn.W_2"), env.tol):
-        found.append("ffn-dropout")
-
-    reasons = {"attention-dropout": "in training mode the attention output is rescaled at "
-               "random although its values are all equal: the attention weights are dropped",
-               "ffn-dropout": "in training mode the FFN output is rescaled at random with every "
-               "hidden unit active: dropout acts inside the FFN"}
-    for name in found:
-        clause.variant(name, reasons[name])
+    delta = _delta(env.tol)
+    for site, f in _dropout_probe(clause, env, rng, 0.5).items():
+        if f is None:
+            clause.deviates(f"{site} probe: training mode changes the features to which the "
+                            "sub-layer adds nothing: dropout acts on the residual stream or the "
+                            "normalised output, not only on sub-layer outputs")
+        pattern, _ = _pattern(f, delta)
+        if pattern == "entrywise":
+            continue
+        if pattern == "per-position" and site == "ffn":
+            clause.variant("ffn-dropout", "in training mode the FFN output is rescaled at "
+                           "random, by one factor per position, with every hidden unit active: "
+                           "dropout acts inside the FFN")
+            continue
+        kept = f[(f.abs() > delta).any(-1)]
+        u = None if pattern == "unexplained" else _lattice(kept.abs().amax(-1), PROBE[1], delta)
+        if u is not None:
+            clause.variant("attention-dropout", "in training mode the attention output is "
+                           "rescaled at random although its values are all equal, by multiples "
+                           f"of {u:.3g}: the attention weights are dropped")
+            continue
+        clause.deviates(f"in training mode the {site} sub-layer's output is rescaled in a way "
+                        "that neither dropout on its output nor a named variant (attention-"
+                        "weight or FFN hidden-unit dropout) explains: dropout elsewhere "
+                        f"(factors seen: {sorted({round(float(x), 3) for x in f.flatten()})[:8]})")
 
 
 @pytest.mark.clause("5.4/eval-deterministic")
 def test_eval_deterministic(clause: Check, env: Env, rng: torch.Generator) -> None:
     """In evaluation mode (after training mode) a model built with P_drop = 0.5 gives the same
     output on every call, equal to that of the same weights built with P_drop = 0: the logits,
-    or the decoder output for adapters without embeddings."""
+    or the decoder output for adapters without embeddings, or the encoder output for an
+    implementation without a decoder."""
     model, params = build(clause, env, rng, _with_dropout(SMALL, 0.5))
-    plain = clause.require("model")(SMALL).to(env.device, env.dtype).eval()
-    clause.require("load_parameters")(plain, params)
+    plain = H.twin(clause, model, SMALL, env, params)
     batch = H.Batch.draw(rng, [8, 6, 3])
-    model.train()
-    batch.run(clause, model, env)  # a training-mode pass first: switching back must work
-    model.eval()
-    first, second = batch.run(clause, model, env), batch.run(clause, model, env)
-    clause.expect(bool(torch.equal(first, second)), "two evaluation-mode calls differ",
-                  explain("dropout-in-eval"))
-    clause.close(first, batch.run(clause, plain, env), "evaluation-mode output, P_drop = 0.5 "
-                 "vs the same weights with P_drop = 0", env.tol)
+
+    def encoder(m: nn.Module) -> Tensor:
+        x = batch.x.to(env.device, env.dtype)
+        return clause.require("encode")(m, x, batch.src_mask.to(env.device))
+
+    runs = (("the model's output", lambda m: batch.run(clause, m, env)),
+            ("the encoder's output", encoder))
+    for what, run in runs:  # the first that the implementation has
+        with clause.part(what):
+            model.train()
+            run(model)  # a training-mode pass first: switching back must work
+            model.eval()
+            first, second = run(model), run(model)
+            clause.expect(bool(torch.equal(first, second)), f"{what}: two evaluation-mode "
+                          "calls differ", explain("dropout-in-eval"))
+            clause.close(first, run(plain), f"{what} in evaluation mode, P_drop = 0.5 vs the "
+                         "same weights with P_drop = 0", env.tol)
+            break
+    clause.parts_done()
+
 
 
 @pytest.mark.clause("5.4/label-smoothing")
@@ -378,12 +605,17 @@ def test_label_smoothing(clause: Check, env: Env, rng: torch.Generator) -> None:
     """The training target is 1 - 0.1 on the true token and 0.1 spread uniformly.
 
     The target distribution is read off the gradient: for cross-entropy (or KL, the same
-    gradient) against targets q, d loss / d logits = (softmax(logits) - q) / N for the N
-    non-padding positions (N = 1 for a summed loss). q must be oracle.smoothed_targets with
-    eps = 0.1 spread over the V - 1 other tokens or the V - 2 that are neither true nor padding
-    (both CONFORM); over all V tokens is variant ``spread-over-all``. Padding positions get no
-    gradient. Then the loss value must be the cross-entropy (or the KL divergence: variant
-    ``kl-loss``) against q.
+    gradient) against targets q, d loss / d logits = (softmax(logits) - q) / N, where N is the
+    loss's normaliser, any positive constant (:func:`_read_off` finds it). q must be
+    oracle.smoothed_targets with eps = 0.1 spread over all V tokens (Szegedy et al., whom the
+    paper cites) or the V - 1 other tokens (the authors' code): both CONFORM; over the V - 2
+    that are neither true nor padding is variant ``spread-excluding-true-and-pad``
+    (:data:`SPREAD_VARIANTS`). N is the number of non-padding positions (CONFORMS) or one of
+    :data:`NORMALISERS` (variants), or another constant (variant ``other-normaliser``); a
+    normaliser that differs between positions deviates. Padding positions get no gradient
+    (``padding-in-loss`` only when the gradient is that of padding read as a target). Then the
+    loss value must be the cross-entropy (or the KL divergence: variant ``kl-loss``) against q,
+    divided by N. A loss or gradient that is not finite deviates.
     """
     loss_fn = clause.require("loss")
     pad, V = SMALL.pad_id, SMALL.tgt_vocab
@@ -394,50 +626,88 @@ def test_label_smoothing(clause: Check, env: Env, rng: torch.Generator) -> None:
     with torch.enable_grad():
         loss = loss_fn(z, target.to(env.device), pad)
         loss.backward()
+    clause.expect(z.grad is not None, "the loss does not depend on the logits (no gradient)")
     assert z.grad is not None
     grad = z.grad.to("cpu", torch.float64)
-    clause.expect(bool((grad[~valid] == 0).all()),
-                  "padding positions receive a gradient from the loss",
-                  "padding-in-loss: positions whose target is padding contribute to the loss")
+    finite = bool(torch.isfinite(loss.detach()).all()) and bool(torch.isfinite(grad).all())
+    clause.expect(finite, f"the loss is not finite (loss {float(loss.detach()):g}, "
+                  f"{int((~torch.isfinite(grad)).sum())} non-finite gradient entries)")
     # judged in the precision the loss is delivered in (a float32 loss of float64 logits is
     # judged as float32: practice/devices-dtypes is about dtypes)
     tol = tolerance(env.device, loss.dtype) if loss.dtype.itemsize < env.dtype.itemsize else env.tol
+    probs = z.detach().to("cpu", torch.float64).softmax(-1)
+    n, (b, t) = int(valid.sum()), target.shape
+    if bool((grad[~valid] != 0).any()):  # the bug's model: padding read as an ordinary target
+        model = any(_read_off(probs.flatten(0, 1), grad.flatten(0, 1), target.flatten(), eps,
+                              (float(b * t), float(n)), tol, SPREADS[:2], None)
+                    for eps in (0.1, 0.0))
+        clause.deviates("padding positions receive a gradient from the loss",
+                        explain("padding-in-loss") if model else None)
     real = target[valid]
-    n = int(valid.sum())
-    probs = z.detach().to("cpu", torch.float64).softmax(-1)[valid]
-    found = _spread(probs, grad[valid], real, n, tol)
+    normalisers = {float(n): None, **{m(b, t): name for name, m in NORMALISERS.items()}}
+    found = _read_off(probs[valid], grad[valid], real, 0.1, tuple(normalisers), tol)
     if found is None:
-        bugs = {"no-label-smoothing": oracle.smoothed_targets(real, V, 0.0, pad),
-                "label-smoothing-0.2": oracle.smoothed_targets(real, V, 0.2, pad)}
-        clause.close(probs - n * grad[valid], oracle.smoothed_targets(real, V, 0.1, pad),
-                     "target distributions read off the gradient", tol, bugs)
+        what = "target distributions read off the gradient"
+        paper = oracle.smoothed_targets(real, V, 0.1, pad, spread="excluding-true")
+        for bug, eps in (("no-label-smoothing", 0.0), ("label-smoothing-0.2", 0.2)):
+            fit = _read_off(probs[valid], grad[valid], real, eps, tuple(normalisers), tol)
+            if fit is not None:
+                clause.close(probs[valid] - fit[1] * grad[valid], paper, what, tol,
+                             {bug: oracle.smoothed_targets(real, V, eps, pad, spread=fit[0])})
+        clause.close(probs[valid] - n * grad[valid], paper, f"{what} (normaliser: the {n} "
+                     "non-padding positions)", tol)
         return
-    reduction, spread = found
-    if spread == "all":
-        clause.variant("spread-over-all", "eps_ls is spread over all V tokens, the true one too")
-    if reduction == "sum":
-        clause.variant("summed-loss", "the loss is summed over the tokens, not averaged")
+    spread, norm = found
+    named = SPREAD_VARIANTS[spread]
+    if named:
+        clause.variant(named, "eps_ls is spread over the V - 2 tokens that are neither true "
+                       "nor padding")
+    name = normalisers.get(norm, "other-normaliser")
+    if name:
+        clause.variant(name, f"the loss is divided by N = {norm:g} ({n} non-padding of {b} x "
+                       f"{t} target positions)")
     value = {kl: oracle.label_smoothed_loss(z.detach(), target, 0.1, pad, spread=spread, kl=kl,
-                                            reduction=reduction) for kl in (False, True)}
+                                            reduction="sum") / norm for kl in (False, True)}
     if error_ratio(loss.detach(), value[True], tol) <= 1.0:
         clause.variant("kl-loss", "the loss is the KL divergence to the smoothed targets")
         return
     clause.close(loss.detach(), value[False], "the loss value (cross-entropy)", tol)
 
 
-SPREADS: tuple[Spread, ...] = ("excluding-true-and-pad", "excluding-true", "all")
-REDUCTIONS: tuple[Literal["mean", "sum"], ...] = ("mean", "sum")
+SPREADS: tuple[Spread, ...] = ("excluding-true", "all", "excluding-true-and-pad")
+"""How eps_ls may be spread, the conforming readings first."""
+SPREAD_VARIANTS: dict[Spread, str | None] = {
+    "excluding-true": None, "all": None, "excluding-true-and-pad": "spread-excluding-true-and-pad",
+}
+"""The variant each spread is reported as (None: it conforms). Over all V tokens is the
+definition of Szegedy et al., whom the paper cites; over the V - 1 others is the authors'
+tensor2tensor code; over the V - 2 that are neither true nor padding (the Annotated
+Transformer's) is a named variant."""
+NORMALISERS: dict[str, Callable[[int, int], float]] = {
+    "summed-loss": lambda b, t: 1.0,
+    "mean-over-all-positions": lambda b, t: float(b * t),
+    "mean-over-sentences": lambda b, t: float(b),
+}
+"""Loss normalisers N other than the number of non-padding positions that keep the targets
+right, by variant name, as functions of the batch size B and the target length T: none (a
+sum), B x T (all positions, padding included: KL with ``reduction='batchmean'`` over B x T
+rows), B (KL with 'batchmean' over [B, T, V])."""
 
 
-def _spread(
-    probs: Tensor, grad: Tensor, target: Tensor, n: int, tol: Tolerance
-) -> tuple[Literal["mean", "sum"], Spread] | None:
-    """(reduction, spread) whose smoothed targets q = softmax - N grad reproduce, if any."""
-    for reduction in REDUCTIONS:
-        q = probs - (n if reduction == "mean" else 1) * grad
-        for spread in SPREADS:
-            expected = oracle.smoothed_targets(target, probs.shape[-1], 0.1, SMALL.pad_id,
-                                               spread=spread)
-            if error_ratio(q, expected, tol) <= 1.0:
-                return reduction, spread
+def _read_off(
+    probs: Tensor, grad: Tensor, target: Tensor, eps: float, normalisers: tuple[float, ...],
+    tol: Tolerance, spreads: tuple[Spread, ...] = SPREADS, pad: int | None = SMALL.pad_id,
+) -> tuple[Spread, float] | None:
+    """(spread, N) such that the smoothed targets q (``eps``, ``spread``) are
+    probs - N grad within ``tol``, if any: N is the first of ``normalisers`` that fits, or else
+    the least-squares N if it is positive and fits."""
+    for spread in spreads:
+        q = oracle.smoothed_targets(target, probs.shape[-1], eps, pad, spread=spread)
+        for norm in normalisers:
+            if error_ratio(probs - norm * grad, q, tol) <= 1.0:
+                return spread, norm
+        energy = float((grad * grad).sum())
+        norm = float(((probs - q) * grad).sum()) / energy if energy else 0.0
+        if norm > 0 and error_ratio(probs - norm * grad, q, tol) <= 1.0:
+            return spread, norm
     return None

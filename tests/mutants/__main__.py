@@ -1,7 +1,7 @@
-"""``python -m tests.mutants [--full] [pytest options]``: run the corpus and write the detection
+"""``python -m tests.mutants [--full] [pytest options]``: run the corpora and write the detection
 table to ``build/docs-data/detection.json`` (or to ``$ATTENTION_SPEC_DETECTION_JSON``).
 
-It runs ``tests/test_mutants.py`` with the table's path set, after removing an earlier table, so
+It runs ``tests/test_mutants.py`` and ``tests/test_outside.py`` with the table's path set, after removing an earlier table, so
 that every row comes from this run. ``--full`` runs the whole suite against broken mutants too
 (a verdict for every clause; slower). Other options go to pytest (for example ``-n 4``).
 """
@@ -26,8 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     path = Path(os.environ.get(DETECTION_ENV) or root / DEFAULT_PATH).resolve()
     os.environ[DETECTION_ENV] = str(path)
     path.unlink(missing_ok=True)
-    code = int(pytest.main([str(root / "tests" / "test_mutants.py"), "-p", "no:cacheprovider",
-                            "-q", *args]))
+    tests = [str(root / "tests" / name) for name in ("test_mutants.py", "test_outside.py")]
+    code = int(pytest.main([*tests, "-p", "no:cacheprovider", "-q", *args]))
     print(f"detection table written to {path}" if path.exists() else "no table written")
     return code
 

@@ -14,7 +14,7 @@ import inspect
 import json
 import os
 import pkgutil
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +92,17 @@ def judge_mutant(cls: type[Mutant], clauses: Clauses, *, full: bool = False) -> 
     return problems
 
 
+def diagnosis_quality(expected: str | None, clauses: Clauses, where: Iterable[str]) -> str:
+    """How the report diagnoses a broken implementation whose bug is ``expected`` (a
+    :data:`spec.diagnosis.KNOWN_BUGS` name, or ``None`` for a bug the suite has no model of),
+    judged on the clauses ``where``: ``"wrong"`` if any of them names another bug, ``"right"``
+    if one names ``expected``, ``"unknown"`` otherwise (no name: "cause unknown")."""
+    named = {_name(clauses[c].get("diagnosis")) for c in where if c in clauses} - {None}
+    if named - {expected}:
+        return "wrong"
+    return "right" if expected is not None and expected in named else "unknown"
+
+
 def reported_variants(clauses: Clauses) -> set[tuple[str, str]]:
     """The (clause, variant name) pairs a report names."""
     return {
@@ -152,6 +163,7 @@ def mutant_row(cls: type[Mutant], clauses: Clauses, *, full: bool = False) -> di
         "expected_clause": ", ".join(cls.EXPECTED),
         "caught_by": caught,
         "detected": not judge_mutant(cls, clauses, full=full),
+        "diagnosis_quality": diagnosis_quality(cls.DIAGNOSIS, clauses, cls.EXPECTED),
     }
 
 
@@ -190,23 +202,27 @@ def record(path: str | os.PathLike[str], kind: str, row: dict[str, Any]) -> None
     are dropped, and rows are kept in corpus order."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    order = {
-        "mutants": [cls.name for cls in mutants()],
-        "variants": [cls.name for cls in variants()],
-    }
-    key = {"mutants": "mutant", "variants": "variant"}
+    key = {"mutants": "mutant", "variants": "variant", "outside": "outside"}
     with _locked(path):
         try:
             table = json.loads(path.read_text())
         except (OSError, ValueError):
             table = {}
+        order = {
+            "mutants": [cls.name for cls in mutants()],
+            "variants": [cls.name for cls in variants()],
+            # the outside corpus (tests/test_outside.py) is ordered by name
+            "outside": sorted({r["outside"] for r in table.get("outside", [])}
+                              | ({row["outside"]} if kind == "outside" else set())),
+        }
         rows: dict[str, dict[str, dict[str, Any]]] = {
             k: {r[key[k]]: r for r in table.get(k, []) if r.get(key[k]) in order[k]} for k in key
         }
         rows[kind][row[key[kind]]] = row
         table = {
-            "about": "the mutant corpus (tests/mutants) against the conformance suite; written "
-            "by tests/test_mutants.py (python -m tests.mutants)",
+            "about": "the mutant corpus (tests/mutants) and the outside corpus (tests/outside) "
+            "against the conformance suite; written by tests/test_mutants.py and "
+            "tests/test_outside.py (python -m tests.mutants)",
             **{k: [rows[k][n] for n in order[k] if n in rows[k]] for k in key},
         }
         tmp = path.with_suffix(path.suffix + ".tmp")

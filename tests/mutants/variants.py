@@ -165,7 +165,8 @@ class AnnotatedTransformer(Variant):
 
     VARIANTS = (("3.1/residual-norm", "layer-norm-eps"), ("3.1/residual-norm", "unbiased-variance"),
                 ("3.1/residual-norm", "eps-outside-sqrt"), ("5.4/label-smoothing", "kl-loss"),
-                ("5.4/label-smoothing", "summed-loss"))
+                ("5.4/label-smoothing", "summed-loss"),
+                ("5.4/label-smoothing", "spread-excluding-true-and-pad"))
 
     class Norm(nn.LayerNorm):
         def forward(self, x: Tensor) -> Tensor:
@@ -395,7 +396,7 @@ class FFNDropout(Variant):
 class TorchIdioms(Variant):
     """PyTorch idioms: F.cross_entropy(label_smoothing=0.1), and a schedule defined at step 0 too."""
 
-    VARIANTS = (("5.4/label-smoothing", "spread-over-all"), ("5.3/eq3", "step-zero"))
+    VARIANTS = (("5.3/eq3", "step-zero"),)  # label_smoothing= spreads over all V: CONFORMS
 
     def loss(self, logits: Tensor, target: Tensor, pad_id: int) -> Tensor:
         return F.cross_entropy(logits.flatten(0, -2), target.flatten(), ignore_index=pad_id,
