@@ -1,5 +1,5 @@
-"""Sessions: tests (CPU), conformance, lint, typecheck, docs, docs_serve, flakes, mutation,
-bench, tests_cuda.
+"""Sessions: tests (CPU), conformance, matrix, lint, typecheck, docs, docs_serve, flakes,
+mutation, bench, tests_cuda.
 
 CPU sessions install ``torch==2.13.0`` (a CPU build); set ``ATTENTION_SPEC_TORCH`` to another
 requirement (for example ``torch>=2.4``) to use a different one.
@@ -35,7 +35,8 @@ def tests(session: nox.Session) -> None:
     The documentation site is built and checked in chromium too (``apt-get install chromium``;
     without it the browser tests skip, or fail where ``$CI`` is set).
     """
-    install(session, "test,docs,browser")  # docs, browser: tests/test_docs_browser.py
+    install(session, "test,docs,browser,matrix")  # docs, browser: tests/test_docs_browser.py;
+    # matrix: tests/test_matrix.py
     session.run(
         "pytest",
         "-n",
@@ -53,6 +54,27 @@ def conformance(session: nox.Session) -> None:
     """The conformance suite; extra arguments go to pytest (``-- --impl torch.nn``)."""
     install(session)
     session.run("python", "-m", "spec", *session.posargs)
+
+
+@nox.session
+def matrix(session: nox.Session) -> None:
+    """The conformance matrix: the suite against every shipped adapter (the reference,
+    ``torch.nn`` and the libraries of the extra ``matrix``, installed at their pinned versions),
+    one JSON report each in ``build/matrix/``, then ``scripts/matrix.py`` prints the combined
+    table and writes ``build/matrix/matrix.md``. Extra arguments go to each suite run."""
+    install(session, "matrix")
+    names = session.run(
+        "python", "-c", "from spec.adapter import SHIPPED; print(*SHIPPED)", silent=True
+    )
+    os.makedirs("build/matrix", exist_ok=True)
+    reports = []
+    for name in str(names).split():
+        report = f"build/matrix/{name}.json"
+        # exit status 1: some clause deviates or errs, which is what the matrix shows
+        session.run("python", "-m", "spec", "-q", "--impl", name, "--conformance-json", report,
+                    *session.posargs, success_codes=[0, 1])
+        reports.append(report)
+    session.run("python", "scripts/matrix.py", "--markdown", "build/matrix/matrix.md", *reports)
 
 
 @nox.session
@@ -76,18 +98,19 @@ DOCS_ENV = {"DISABLE_MKDOCS_2_WARNING": "true", "NO_MKDOCS_2_WARNING": "1"}
 def docs(session: nox.Session) -> None:
     """Build the site into ``site/``, strictly: a broken link, anchor or cross-reference fails.
 
-    The build runs the conformance suite against the reference and ``torch.nn`` for the
-    conformance matrix (reports are cached under ``build/docs-data/`` while ``spec/`` and
-    ``transformer/`` are unchanged). Extra arguments go to ``mkdocs build``.
+    The build runs the conformance suite against the reference, ``torch.nn`` and ``hf-marian``
+    (the extra ``matrix``) for the conformance matrix (reports are cached under
+    ``build/docs-data/`` while ``spec/`` and ``transformer/`` are unchanged). Extra arguments go
+    to ``mkdocs build``.
     """
-    install(session, "docs")
+    install(session, "docs,matrix")
     session.run("mkdocs", "build", "--strict", *session.posargs, env=DOCS_ENV)
 
 
 @nox.session
 def docs_serve(session: nox.Session) -> None:
     """Serve the site on http://127.0.0.1:8000 and rebuild on changes (arguments: ``mkdocs serve``)."""
-    install(session, "docs")
+    install(session, "docs,matrix")
     session.run("mkdocs", "serve", "--dev-addr", "127.0.0.1:8000", *session.posargs, env=DOCS_ENV)
 
 

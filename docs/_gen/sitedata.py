@@ -49,6 +49,7 @@ DETECTION_JSON = Path(
 IMPLEMENTATIONS: dict[str, str] = {
     "reference": "reference (transformer)",
     "torch.nn": "torch.nn.Transformer",
+    "hf-marian": "Hugging Face MarianMTModel",
 }
 """``--impl`` name -> how the pages call it. The build runs the suite against each."""
 
@@ -325,7 +326,8 @@ def start_reports() -> None:
             workdir = Path(tempfile.mkdtemp(prefix="attention-spec-docs-"))
             _start(f"the conformance suite against {impl}", command, target, key, workdir, threads)
     corpus = ROOT / "tests" / "mutants"
-    key = _source_key("tests/mutants", "tests/test_mutants.py")  # the corpus and its meta-test
+    key = _source_key("tests/mutants", "tests/test_mutants.py", "tests/outside",
+                      "tests/test_outside.py")  # the corpora and their meta-tests
     if corpus.is_dir() and _stale(DETECTION_JSON, key, mode):
         command = [sys.executable, "-m", "tests.mutants", "-p", "no:xdist"]
         _start(

@@ -1,1 +1,3 @@
-"""Adapters shipped with the suite: the reference implementation and ``torch.nn``."""
+"""Adapters shipped with the suite (``spec.adapter.SHIPPED``): the reference implementation,
+``torch.nn``, and Hugging Face transformers' ``MarianMTModel`` (``hf-marian``, extra
+``matrix``)."""
