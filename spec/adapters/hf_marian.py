@@ -261,7 +261,8 @@ def _stack_input(stack: nn.Module, **inputs: Any) -> Tensor:
     def capture(_module: nn.Module, args: tuple[Any, ...]) -> None:
         raise _Captured(args[0])
 
-    handle = stack.layers[0].register_forward_pre_hook(capture)
+    first: nn.Module = stack.get_submodule("layers.0")
+    handle = first.register_forward_pre_hook(capture)
     try:
         stack(**inputs)
     except _Captured as captured:
@@ -305,11 +306,13 @@ class HFMarianAdapter:
         """The weights ``eager_attention_forward`` returns (the only implementation that returns
         them: what ``output_attentions=True`` gives with ``attn_implementation="eager"``)."""
         weights = self._attend(eager_attention_forward, "eager", q, k, v, mask)[1]
+        if weights is None:
+            raise RuntimeError("eager_attention_forward returned no attention weights")
         return weights[:, 0]
 
     def _attend(self, function: Callable[..., tuple[Tensor, Tensor | None]], implementation: str,
                 q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None
-                ) -> tuple[Tensor, Tensor]:
+                ) -> tuple[Tensor, Tensor | None]:
         module = _flags()
         library_mask = None if mask is None else _library_mask(mask, implementation, q.dtype)
         out, weights = function(module, q.unsqueeze(1), k.unsqueeze(1), v.unsqueeze(1),
