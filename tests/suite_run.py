@@ -4,6 +4,7 @@ coverage sees the suite's paths: one helper for every test that judges an implem
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
@@ -31,7 +32,14 @@ def suite_report(
     return {c["id"]: c for c in report["clauses"]}
 
 
-def bug(entry: dict[str, Any]) -> str | None:
+def bug(entry: Mapping[str, Any]) -> str | None:
     """The bug name of a clause entry's diagnosis (``"no-scale: the ..."`` -> ``"no-scale"``)."""
     diagnosis = entry.get("diagnosis")
     return None if diagnosis is None else diagnosis.split(":", 1)[0]
+
+
+def said(entry: Mapping[str, Any]) -> str:
+    """``VERDICT [variants] (diagnosis name)`` of a clause entry."""
+    words = [entry["verdict"], *([entry["variant"]] if entry.get("variant") else [])]
+    name = bug(entry)
+    return " ".join([*words, *([f"({name})"] if name else [])])

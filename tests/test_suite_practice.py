@@ -27,7 +27,7 @@ import tests.mutants.variants as corpus
 import transformer as T
 from spec.suite import test_practice as S
 from tests.mutants import kit, training
-from tests.suite_run import suite_report
+from tests.suite_run import said, suite_report
 from transformer.embeddings import Embedding
 
 pytest_plugins = ["pytester"]
@@ -37,16 +37,6 @@ def run(pytester: pytest.Pytester, cls: type, select: str) -> dict[str, dict[str
     """The report on ``cls`` of the practice tests whose names match ``select`` (``-k``)."""
     return suite_report(pytester, f"{cls.__module__}:{cls.__qualname__}",
                         ["spec.suite.test_practice"], "-k", select)
-
-
-def said(entry: dict[str, Any]) -> str:
-    """``VERDICT [variants] (diagnosis name)`` of a report entry."""
-    words = [entry["verdict"]]
-    if entry.get("variant"):
-        words.append(entry["variant"])
-    if entry.get("diagnosis"):
-        words.append(f"({entry['diagnosis'].split(':', 1)[0]})")
-    return " ".join(words)
 
 
 # -- practice/trainable: losses cut differently, and a model that cannot learn ---------------------

@@ -28,7 +28,7 @@ import transformer as T
 from spec.suite import test_5_training as S
 from spec.tolerances import tolerance
 from tests.mutants import kit, training
-from tests.suite_run import suite_report
+from tests.suite_run import said, suite_report
 from transformer.embeddings import PositionalEncoding
 from transformer.layers import FeedForward, Residual
 from transformer.model import Decoder, Encoder
@@ -40,16 +40,6 @@ def run(pytester: pytest.Pytester, cls: type, select: str) -> dict[str, dict[str
     """The report on ``cls`` of the 5.x tests whose names match ``select`` (``-k``)."""
     return suite_report(pytester, f"{cls.__module__}:{cls.__qualname__}",
                         ["spec.suite.test_5_training"], "-k", select)
-
-
-def said(entry: dict[str, Any]) -> str:
-    """``VERDICT [variants] (diagnosis name)`` of a report entry."""
-    words = [entry["verdict"]]
-    if entry.get("variant"):
-        words.append(entry["variant"])
-    if entry.get("diagnosis"):
-        words.append(f"({entry['diagnosis'].split(':', 1)[0]})")
-    return " ".join(words)
 
 
 # -- implementations without dropout elsewhere, cut differently --------------------------------

@@ -22,6 +22,7 @@ import spec.suite
 from spec.clauses import CLAUSES
 from tests.mutants import impl, mutants, variants
 from tests.mutants.kit import Implementation, Mutant, Variant
+from tests.suite_run import bug
 
 DETECTION_ENV = "ATTENTION_SPEC_DETECTION_JSON"
 """Names the detection table the meta-test writes (nothing is written when it is unset)."""
@@ -59,11 +60,6 @@ def suite_modules(cls: type[Implementation], full: bool = False) -> list[str]:
     return sorted({where[cid] for cid in (*cls.EXPECTED, *cls.ERRORS)})
 
 
-def _name(diagnosis: str | None) -> str | None:
-    """The bug name of a report's diagnosis (``"no-scale: the scores ..."`` -> ``"no-scale"``)."""
-    return None if diagnosis is None else diagnosis.split(":", 1)[0]
-
-
 def judge_mutant(cls: type[Mutant], clauses: Clauses, *, full: bool = False) -> list[str]:
     """What is wrong with the suite's report on a broken mutant (nothing: an empty list).
 
@@ -77,7 +73,7 @@ def judge_mutant(cls: type[Mutant], clauses: Clauses, *, full: bool = False) -> 
         verdict = clauses.get(cid, {}).get("verdict")
         if verdict != "DEVIATES":
             problems.append(f"{cid} must DEVIATE, got {verdict}")
-    given = {cid: _name(clauses[cid].get("diagnosis")) for cid in cls.EXPECTED if cid in clauses}
+    given = {cid: bug(clauses[cid]) for cid in cls.EXPECTED if cid in clauses}
     named = {d for d in given.values() if d is not None}
     if cls.DIAGNOSIS is not None and cls.DIAGNOSIS not in named:
         problems.append(f"no expected clause names {cls.DIAGNOSIS}; diagnoses given: {given}")
@@ -97,7 +93,7 @@ def diagnosis_quality(expected: str | None, clauses: Clauses, where: Iterable[st
     :data:`spec.diagnosis.KNOWN_BUGS` name, or ``None`` for a bug the suite has no model of),
     judged on the clauses ``where``: ``"wrong"`` if any of them names another bug, ``"right"``
     if one names ``expected``, ``"unknown"`` otherwise (no name: "cause unknown")."""
-    named = {_name(clauses[c].get("diagnosis")) for c in where if c in clauses} - {None}
+    named = {bug(clauses[c]) for c in where if c in clauses} - {None}
     if named - {expected}:
         return "wrong"
     return "right" if expected is not None and expected in named else "unknown"
@@ -144,7 +140,7 @@ def mutant_row(cls: type[Mutant], clauses: Clauses, *, full: bool = False) -> di
     ``name``, ``description``, ``expected_clause``, ``caught_by`` (the deviating clauses) and
     ``detected`` (the report is what the corpus requires).
     """
-    given = [_name(clauses[c].get("diagnosis")) for c in cls.EXPECTED if c in clauses]
+    given = [bug(clauses[c]) for c in cls.EXPECTED if c in clauses]
     diagnosis = next((d for d in given if d == cls.DIAGNOSIS), None) or next(
         (d for d in given if d), None
     )
