@@ -63,7 +63,6 @@ their biases, ``W_O``/``b_O`` <- ``out_proj``; the decoder's ``cross_attn`` is `
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import os
 from collections.abc import Callable
@@ -73,6 +72,7 @@ import torch
 from torch import Tensor, nn
 
 from spec.adapter import AdapterError, Config, Params
+from spec.adapters.layout import Layout, Slot, heads, read, transpose, write
 
 try:
     from transformers import MarianConfig, MarianMTModel
@@ -98,59 +98,11 @@ BEAM = {"num_beams": 4, "length_penalty": 0.6, "early_stopping": True}
 stops once ``num_beams`` hypotheses have ended (the paper: "terminate early when possible")."""
 
 
-@dataclasses.dataclass(frozen=True)
-class _Slot:
-    """Where one canonical parameter lives: a parameter or buffer ``path`` of the module, a
-    ``read`` into the canonical layout and a ``write`` back."""
-
-    path: str
-    read: Callable[[Tensor], Tensor]
-    write: Callable[[Tensor], Tensor]
-
-    def target(self, module: nn.Module) -> Tensor:
-        try:
-            return module.get_parameter(self.path)
-        except AttributeError:  # final_logits_bias is a buffer
-            return module.get_buffer(self.path)
-
-
-Layout = dict[str, _Slot]
-
-
-def _same(t: Tensor) -> Tensor:
-    return t
-
-
-def _transpose(t: Tensor) -> Tensor:
-    return t.t()
-
-
 def _attention_layout(prefix: str, path: str, module: MarianAttention) -> Layout:
     """``MarianAttention``: ``q_proj``, ``k_proj``, ``v_proj`` rows ``[i d_k, (i+1) d_k)`` are
     head i; ``out_proj`` maps the concatenated heads."""
-    h, dk, d = module.num_heads, module.head_dim, module.embed_dim
-
-    def read_w(w: Tensor) -> Tensor:  # [h d_k, d] -> [h, d, d_k]
-        return w.reshape(h, dk, d).transpose(1, 2)
-
-    def write_w(c: Tensor) -> Tensor:
-        return c.transpose(1, 2).reshape(h * dk, d)
-
-    def read_b(b: Tensor) -> Tensor:
-        return b.reshape(h, dk)
-
-    def write_b(c: Tensor) -> Tensor:
-        return c.reshape(h * dk)
-
-    out: Layout = {}
-    for x, proj in (("Q", "q_proj"), ("K", "k_proj"), ("V", "v_proj")):
-        out[f"{prefix}W_{x}"] = _Slot(f"{path}{proj}.weight", read_w, write_w)
-        if getattr(module, proj).bias is not None:
-            out[f"{prefix}b_{x}"] = _Slot(f"{path}{proj}.bias", read_b, write_b)
-    out[f"{prefix}W_O"] = _Slot(f"{path}out_proj.weight", _transpose, _transpose)
-    if module.out_proj.bias is not None:
-        out[f"{prefix}b_O"] = _Slot(f"{path}out_proj.bias", _same, _same)
-    return out
+    return heads(prefix, path, module.num_heads, module.head_dim, module.embed_dim,
+                 bias=module.q_proj.bias is not None)
 
 
 def _layer_layout(prefix: str, path: str, layer: nn.Module, decoder: bool) -> Layout:
@@ -161,11 +113,11 @@ def _layer_layout(prefix: str, path: str, layer: nn.Module, decoder: bool) -> La
                                      layer.encoder_attn))
         norms.insert(1, "encoder_attn_layer_norm")
     for k, fc in ((1, "fc1"), (2, "fc2")):
-        out[f"{prefix}ffn.W_{k}"] = _Slot(f"{path}{fc}.weight", _transpose, _transpose)
-        out[f"{prefix}ffn.b_{k}"] = _Slot(f"{path}{fc}.bias", _same, _same)
+        out[f"{prefix}ffn.W_{k}"] = Slot(f"{path}{fc}.weight", transpose, transpose)
+        out[f"{prefix}ffn.b_{k}"] = Slot(f"{path}{fc}.bias")
     for k, norm in enumerate(norms, 1):
-        out[f"{prefix}norm_{k}.gamma"] = _Slot(f"{path}{norm}.weight", _same, _same)
-        out[f"{prefix}norm_{k}.beta"] = _Slot(f"{path}{norm}.bias", _same, _same)
+        out[f"{prefix}norm_{k}.gamma"] = Slot(f"{path}{norm}.weight")
+        out[f"{prefix}norm_{k}.beta"] = Slot(f"{path}{norm}.bias")
     return out
 
 
@@ -177,10 +129,10 @@ def _layout(module: nn.Module) -> Layout:
         raise TypeError(f"no parameter layout for {type(module).__name__}: this adapter knows "
                         "MarianAttention and MarianMTModel")
     out: Layout = {
-        "src_embedding": _Slot("model.encoder.embed_tokens.weight", _same, _same),
-        "tgt_embedding": _Slot("model.decoder.embed_tokens.weight", _same, _same),
-        "generator.W": _Slot("lm_head.weight", _transpose, _transpose),
-        "generator.b": _Slot("final_logits_bias", lambda b: b[0], lambda c: c.unsqueeze(0)),
+        "src_embedding": Slot("model.encoder.embed_tokens.weight"),
+        "tgt_embedding": Slot("model.decoder.embed_tokens.weight"),
+        "generator.W": Slot("lm_head.weight", transpose, transpose),
+        "generator.b": Slot("final_logits_bias", lambda b: b[0], lambda c: c.unsqueeze(0)),
     }
     for stack in ("encoder", "decoder"):
         for i, layer in enumerate(getattr(module.model, stack).layers):
@@ -354,23 +306,11 @@ class HFMarianAdapter:
 
     def parameters(self, module: nn.Module) -> dict[str, Tensor]:
         """A snapshot of ``module``'s parameters under their canonical names."""
-        return {name: slot.read(slot.target(module).detach()).clone()
-                for name, slot in _layout(module).items()}
+        return read(module, _layout(module))
 
     def load_parameters(self, module: nn.Module, params: Params) -> None:
         """Write canonical parameters into ``module`` (any subset; shapes must match)."""
-        layout = _layout(module)
-        unknown = sorted(set(params) - set(layout))
-        if unknown:
-            raise KeyError(f"unknown parameters {unknown}; known: {sorted(layout)}")
-        with torch.no_grad():
-            for name, value in params.items():
-                slot = layout[name]
-                target = slot.target(module)
-                expected = tuple(slot.read(target).shape)
-                if tuple(value.shape) != expected:
-                    raise ValueError(f"{name}: shape {tuple(value.shape)}, expected {expected}")
-                target.copy_(slot.write(value))
+        write(module, _layout(module), params)
 
     def embed_source(self, model: MarianMTModel, src: Tensor) -> Tensor:
         """What ``MarianEncoder.forward`` feeds its first layer: ``embed_tokens(src) *

@@ -96,9 +96,7 @@ Canonical parameter names (see :mod:`spec.adapter`) map onto PyTorch's as follow
 
 from __future__ import annotations
 
-import dataclasses
 import os
-from collections.abc import Callable
 from typing import Any, ClassVar
 
 import torch
@@ -106,41 +104,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from spec.adapter import Config, Params
+from spec.adapters.layout import Layout, Slot, heads, read, transpose, write
 
 __all__ = ["TorchNNAdapter", "adapter"]
 
 FORMAT = "attention-spec/torch.nn-state-dict/1"
 """Marks a file written by :meth:`TorchNNAdapter.save`."""
-
-
-@dataclasses.dataclass(frozen=True)
-class _Slot:
-    """Where one canonical parameter lives in a PyTorch module.
-
-    ``path`` names the PyTorch parameter; ``rows`` selects a block of its first axis (one of Q,
-    K, V in the fused ``in_proj``); ``read`` turns that block into the canonical layout and
-    ``write`` back.
-    """
-
-    path: str
-    rows: tuple[int, int] | None
-    read: Callable[[Tensor], Tensor]
-    write: Callable[[Tensor], Tensor]
-
-    def target(self, module: nn.Module) -> Tensor:
-        t = module.get_parameter(self.path)
-        return t if self.rows is None else t[self.rows[0] : self.rows[1]]
-
-
-Layout = dict[str, _Slot]
-
-
-def _transpose(t: Tensor) -> Tensor:
-    return t.t()
-
-
-def _same(t: Tensor) -> Tensor:
-    return t
 
 
 def _attention_layout(prefix: str, path: str, module: nn.MultiheadAttention) -> Layout:
@@ -150,31 +119,8 @@ def _attention_layout(prefix: str, path: str, module: nn.MultiheadAttention) -> 
             "nn.MultiheadAttention with kdim/vdim != embed_dim keeps separate q/k/v_proj_weight; "
             "this adapter reads the fused in_proj_weight of the default construction only"
         )
-    d, h = module.embed_dim, module.num_heads
-    dk = module.head_dim
-
-    def read_w(w: Tensor) -> Tensor:  # [d (h*d_k rows), d] -> [h, d, d_k]
-        return w.reshape(h, dk, d).transpose(1, 2)
-
-    def write_w(c: Tensor) -> Tensor:  # [h, d, d_k] -> [h*d_k, d]
-        return c.transpose(1, 2).reshape(h * dk, d)
-
-    def read_b(b: Tensor) -> Tensor:
-        return b.reshape(h, dk)
-
-    def write_b(c: Tensor) -> Tensor:
-        return c.reshape(h * dk)
-
-    out: Layout = {}
-    for i, x in enumerate("QKV"):
-        rows = (i * d, (i + 1) * d)
-        out[f"{prefix}W_{x}"] = _Slot(f"{path}in_proj_weight", rows, read_w, write_w)
-        if module.in_proj_bias is not None:
-            out[f"{prefix}b_{x}"] = _Slot(f"{path}in_proj_bias", rows, read_b, write_b)
-    out[f"{prefix}W_O"] = _Slot(f"{path}out_proj.weight", None, _transpose, _transpose)
-    if module.out_proj.bias is not None:
-        out[f"{prefix}b_O"] = _Slot(f"{path}out_proj.bias", None, _same, _same)
-    return out
+    return heads(prefix, path, module.num_heads, module.head_dim, module.embed_dim,
+                 bias=module.in_proj_bias is not None, fused="in_proj")
 
 
 def _ffn_layout(prefix: str, path: str, layer: nn.Module) -> Layout:
@@ -182,18 +128,18 @@ def _ffn_layout(prefix: str, path: str, layer: nn.Module) -> Layout:
     out: Layout = {}
     for k in (1, 2):
         linear = getattr(layer, f"linear{k}")
-        out[f"{prefix}W_{k}"] = _Slot(f"{path}linear{k}.weight", None, _transpose, _transpose)
+        out[f"{prefix}W_{k}"] = Slot(f"{path}linear{k}.weight", transpose, transpose)
         if linear.bias is not None:
-            out[f"{prefix}b_{k}"] = _Slot(f"{path}linear{k}.bias", None, _same, _same)
+            out[f"{prefix}b_{k}"] = Slot(f"{path}linear{k}.bias")
     return out
 
 
 def _norm_layout(prefix: str, path: str, norm: nn.LayerNorm) -> Layout:
     out: Layout = {}
     if norm.weight is not None:
-        out[f"{prefix}gamma"] = _Slot(f"{path}weight", None, _same, _same)
+        out[f"{prefix}gamma"] = Slot(f"{path}weight")
     if norm.bias is not None:
-        out[f"{prefix}beta"] = _Slot(f"{path}bias", None, _same, _same)
+        out[f"{prefix}beta"] = Slot(f"{path}bias")
     return out
 
 
@@ -346,25 +292,11 @@ class TorchNNAdapter:
 
     def parameters(self, module: nn.Module) -> dict[str, Tensor]:
         """A snapshot of ``module``'s parameters under their canonical names."""
-        return {
-            name: slot.read(slot.target(module).detach()).clone()
-            for name, slot in _layout(module).items()
-        }
+        return read(module, _layout(module))
 
     def load_parameters(self, module: nn.Module, params: Params) -> None:
         """Write canonical parameters into ``module`` (any subset; shapes must match)."""
-        layout = _layout(module)
-        unknown = sorted(set(params) - set(layout))
-        if unknown:
-            raise KeyError(f"unknown parameters {unknown}; known: {sorted(layout)}")
-        with torch.no_grad():
-            for name, value in params.items():
-                slot = layout[name]
-                target = slot.target(module)
-                expected = tuple(slot.read(target).shape)
-                if tuple(value.shape) != expected:  # copy_ would broadcast silently
-                    raise ValueError(f"{name}: shape {tuple(value.shape)}, expected {expected}")
-                target.copy_(slot.write(value))
+        write(module, _layout(module), params)
 
     def encode(self, model: nn.Transformer, x: Tensor, src_mask: Tensor) -> Tensor:
         """``model.encoder(x, src_key_padding_mask=~src_mask)``: the encoder stack with its
