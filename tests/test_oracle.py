@@ -1,5 +1,5 @@
 """The oracle against independent facts: hand computations, identities, and a second,
-batched implementation built from torch.nn.functional (spec/oracle.py)."""
+batched implementation built from torch.nn.functional (spec/oracle/)."""
 
 from __future__ import annotations
 
