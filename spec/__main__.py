@@ -1,5 +1,5 @@
-"""``python -m spec [pytest options]``: run the conformance suite."""
+"""``python -m spec [pytest options]``: run the conformance suite (:func:`spec.cli.main`)."""
 
-from .plugin import main
+from .cli import main
 
 raise SystemExit(main())

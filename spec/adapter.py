@@ -282,6 +282,11 @@ def load_adapter(spec: str | None = None) -> Adapter:
     ``spec`` is a shipped short name (``reference``, ``torch.nn``) or ``module:attribute``.
     The attribute may be an adapter object, or a class or factory called without arguments.
     """
+    if spec is not None and not spec.strip():
+        raise AdapterError("the implementation name is empty: use one of "
+                           f"{sorted(SHIPPED)} or 'module:attribute'")
+    if spec is None and ENV_VAR in os.environ and not os.environ[ENV_VAR].strip():
+        raise AdapterError(f"${ENV_VAR} is set but empty: unset it, or name an adapter")
     spec = spec or os.environ.get(ENV_VAR) or "reference"
     target = SHIPPED.get(spec, spec)
     module_name, sep, attribute = target.partition(":")
@@ -297,6 +302,10 @@ def load_adapter(spec: str | None = None) -> Adapter:
         raise AdapterError(
             f"cannot import adapter module {module_name!r}: {type(exc).__name__}: {exc}"
         ) from exc
+    except SystemExit as exc:  # sys.exit() at import would end the run without a report
+        raise AdapterError(
+            f"cannot import adapter module {module_name!r}: it called sys.exit({exc.code!r})"
+        ) from None
     try:
         obj = getattr(module, attribute)
     except AttributeError:

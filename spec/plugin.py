@@ -8,11 +8,9 @@ stays silent in runs that collect no clause test.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import platform
-import shutil
-import sys
-import tempfile
 import zlib
 from collections.abc import Generator, Iterator
 from typing import Any
@@ -33,25 +31,54 @@ PROPERTY = "attention-spec"
 
 
 def parse_expected(path: str) -> dict[str, str]:
-    """Read an expected-deviations file: ``clause-id: reason`` per line, ``#`` comments."""
+    """Read an expected-deviations file: ``clause-id: reason`` per line; a line whose first
+    non-blank character is ``#`` is a comment (a ``#`` inside a reason is part of it). A UTF-8
+    byte-order mark is allowed; an unknown clause id, a missing reason or a file that is not
+    UTF-8 text stops the run with one line naming the file and the line."""
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:
             lines = f.read().splitlines()
     except OSError as exc:
         raise pytest.UsageError(f"--expected-deviations: cannot read {path}: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise pytest.UsageError(
+            f"--expected-deviations: {path} is not UTF-8 text ({exc.reason} at byte {exc.start})"
+        ) from None
     expected: dict[str, str] = {}
     for number, raw in enumerate(lines, 1):
-        line = raw.split("#", 1)[0].strip()
-        if not line:
+        line = raw.strip()
+        if not line or line.startswith("#"):
             continue
         clause_id, sep, reason = line.partition(": ")
         if not sep or not reason.strip():
             raise pytest.UsageError(
                 f"{path}:{number}: each expected deviation needs a reason: 'clause-id: reason', "
-                f"got {raw.strip()!r}"
+                f"got {line!r}"
+            )
+        if clause_id.strip() not in CLAUSES:
+            raise pytest.UsageError(
+                f"{path}:{number}: unknown clause {clause_id.strip()!r} (clause ids are listed by "
+                "spec.clauses.CLAUSES and on the site's clause pages)"
             )
         expected[clause_id.strip()] = reason.strip()
     return expected
+
+
+def check_output_path(option: str, path: str | None) -> None:
+    """Stop before the run if the report could not be written to ``path`` at its end: a
+    directory, or a place under a file or without write permission."""
+    if not path:
+        return
+    if os.path.isdir(path):
+        raise pytest.UsageError(f"{option}: {path} is a directory; give a file name")
+    parent = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(parent):  # report.write creates the missing folders
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise pytest.UsageError(f"{option}: cannot write {path}: {parent} is not a directory")
+    target = path if os.path.exists(path) else parent
+    if not os.access(target, os.W_OK):
+        raise pytest.UsageError(f"{option}: cannot write {path}: permission denied on {target}")
 
 
 class ConformancePlugin:
@@ -60,22 +87,23 @@ class ConformancePlugin:
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
         self.outcomes: list[Outcome] = []
-        self.impl = config.getoption("--impl") or None
+        impl = config.getoption("--impl")
+        if impl is not None and not impl.strip():
+            raise pytest.UsageError(
+                "--impl is empty: name an adapter (reference, torch.nn, ... or module:attribute)"
+            )
+        self.impl = impl or None
         path = config.getoption("--expected-deviations")
         self.expected = parse_expected(path) if path else {}
-        for clause_id in self.expected:
-            if clause_id not in CLAUSES:
-                config.issue_config_time_warning(
-                    pytest.PytestConfigWarning(
-                        f"--expected-deviations names unknown clause {clause_id!r}"
-                    ),
-                    stacklevel=2,
-                )
+        for option in ("--conformance-json", "--conformance-md"):
+            check_output_path(option, config.getoption(option))
         self.adapter: Adapter | None = None
         seconds = config.getoption("--spec-timeout")
         self.timeout = timeout.DEFAULT if seconds is None else float(seconds)
-        if self.timeout < 0:
-            raise pytest.UsageError(f"--spec-timeout must be 0 (no limit) or more, got {seconds}")
+        if not (math.isfinite(self.timeout) and self.timeout >= 0):
+            raise pytest.UsageError(
+                f"--spec-timeout must be a number of seconds, 0 (no limit) or more, got {seconds}"
+            )
         if config.getoption("usepdb", False) or config.getoption("trace", False):
             self.timeout = 0.0  # a debugging session must not be interrupted
         self.timeout_warned = False
@@ -129,7 +157,9 @@ class ConformancePlugin:
         outcome = self._outcome(item, call, rep, marker.args[0])
         if outcome is None:
             return
-        if outcome.verdict in (Verdict.DEVIATES, Verdict.ERROR) and outcome.clause in self.expected:
+        # an expected deviation excuses a DEVIATES only: an ERROR (a crash, a timeout) is not
+        # the deviation that was declared
+        if outcome.verdict == Verdict.DEVIATES and outcome.clause in self.expected:
             outcome.expected = self.expected[outcome.clause]
             rep.outcome = "skipped"
             rep.wasxfail = f"expected deviation: {outcome.expected}"
@@ -241,7 +271,10 @@ def _timeout_in(exc: BaseException | None) -> timeout.Timeout | None:
 
 def configure(config: pytest.Config) -> None:
     """Called by :mod:`spec.pytest_plugin` once pytest is configured."""
-    strategies.select_profile(config.getoption("--spec-profile"))
+    try:
+        strategies.select_profile(config.getoption("--spec-profile"))
+    except ValueError as exc:  # an unknown $TRANSFORMER_SPEC_PROFILE
+        raise pytest.UsageError(f"attention-spec: {exc}") from None
     config.pluginmanager.register(ConformancePlugin(config), "attention-spec-report")
 
 
@@ -342,41 +375,3 @@ def _isolate(request: pytest.FixtureRequest) -> Iterator[None]:
             torch.set_grad_enabled(saved[1])
             torch.use_deterministic_algorithms(saved[2])
             torch.set_num_threads(saved[3])
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run the suite (``python -m spec``): pytest over ``spec.suite`` with ``argv`` added.
-
-    Given paths or node ids of test files, pytest runs those instead of the whole suite.
-    """
-    args = list(sys.argv[1:] if argv is None else argv)
-    has_target = any(
-        not a.startswith("-")
-        and a.split("::")[0].endswith(".py")
-        and os.path.exists(a.split("::")[0])
-        for a in args
-    )
-    base = [] if has_target else ["--pyargs", "spec.suite"]
-    # -rfE: the short summary after the table lists failures and errors, not CUDA skips
-    with private_hypothesis_storage():
-        return int(pytest.main([*base, "-p", "no:cacheprovider", "-rfE", *args]))
-
-
-@contextlib.contextmanager
-def private_hypothesis_storage() -> Iterator[None]:
-    """Keep hypothesis's files (its example database, its cache of constants) in a temporary
-    directory, removed at the end, instead of ``./.hypothesis``: a run leaves no trace in the
-    user's directory. ``$HYPOTHESIS_STORAGE_DIRECTORY``, when set, is used instead."""
-    if os.environ.get("HYPOTHESIS_STORAGE_DIRECTORY"):
-        yield
-        return
-    import hypothesis.configuration as configuration
-
-    previous = vars(configuration).get("__hypothesis_home_directory")  # set explicitly, if at all
-    directory = tempfile.mkdtemp(prefix="attention-spec-hypothesis-")
-    configuration.set_hypothesis_home_dir(directory)
-    try:
-        yield
-    finally:
-        configuration.set_hypothesis_home_dir(previous)
-        shutil.rmtree(directory, ignore_errors=True)

@@ -26,9 +26,10 @@ _active = "ci"
 def select_profile(name: str | None) -> None:
     """Make ``name`` (or ``$TRANSFORMER_SPEC_PROFILE``, or ``ci``) the active profile."""
     global _active
+    source = "--spec-profile" if name else "$TRANSFORMER_SPEC_PROFILE"
     name = name or os.environ.get("TRANSFORMER_SPEC_PROFILE") or "ci"
     if name not in PROFILES:
-        raise ValueError(f"unknown profile {name!r}; choose from {sorted(PROFILES)}")
+        raise ValueError(f"unknown profile {name!r} ({source}); choose from {sorted(PROFILES)}")
     _active = name
 
 

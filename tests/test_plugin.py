@@ -119,16 +119,15 @@ def test_an_exception_is_an_error(run) -> None:
 def test_expected_deviations_keep_ci_green(run, pytester: pytest.Pytester) -> None:
     listing = pytester.path / "expected.txt"
     listing.write_text(
-        "# known problems\n3.2.1/scale: scale fixed later\n3.2.1/eq1: same bug\n"
-        "3.2.1/mask: same bug\n3.2.1/softmax-over-keys: passes\n9.9/none: typo\n"
-    )
+        "\ufeff# known problems\n3.2.1/scale: scale fixed later (see #12)\n3.2.1/eq1: same bug\n"
+        "  # indented comment\n3.2.1/mask: same bug\n3.2.1/softmax-over-keys: passes\n",
+        encoding="utf-8",
+    )  # a byte-order mark, and a '#' inside a reason
     result, report = run("--impl", "broken:no_scale", "--expected-deviations", str(listing))
     assert result.ret == 0, result.stdout.str()
     scale = next(c for c in report["clauses"] if c["id"] == "3.2.1/scale")
-    assert scale["verdict"] == "DEVIATES" and scale["expected"] == "scale fixed later"
-    result.stdout.fnmatch_lines(
-        ["*unknown clause '9.9/none'*", "*3.2.1/softmax-over-keys was expected to deviate*"]
-    )
+    assert scale["verdict"] == "DEVIATES" and scale["expected"] == "scale fixed later (see #12)"
+    result.stdout.fnmatch_lines(["*3.2.1/softmax-over-keys was expected to deviate*"])
 
 
 def test_expected_deviation_needs_a_reason(run, pytester: pytest.Pytester) -> None:
@@ -139,6 +138,23 @@ def test_expected_deviation_needs_a_reason(run, pytester: pytest.Pytester) -> No
     result.stderr.fnmatch_lines(["*needs a reason*"])
     result, _ = run("--expected-deviations", str(pytester.path / "absent.txt"))
     result.stderr.fnmatch_lines(["*cannot read*"])
+    listing.write_text("3.2.1/scale: fine\n9.9/none: typo\n")
+    result, report = run("--expected-deviations", str(listing))
+    assert result.ret == pytest.ExitCode.USAGE_ERROR and not report
+    result.stderr.fnmatch_lines(["*expected.txt:2: unknown clause '9.9/none'*"])
+    listing.write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff")
+    result, report = run("--expected-deviations", str(listing))
+    assert result.ret == pytest.ExitCode.USAGE_ERROR and not report
+    result.stderr.fnmatch_lines(["*expected.txt is not UTF-8 text*"])
+
+
+def test_an_expected_deviation_does_not_excuse_an_error(run, pytester: pytest.Pytester) -> None:
+    listing = pytester.path / "expected.txt"
+    listing.write_text("3.2.1/eq1: known to deviate\n")
+    result, report = run("--impl", "broken:raises", "--expected-deviations", str(listing))
+    assert result.ret == 1
+    eq1 = next(c for c in report["clauses"] if c["id"] == "3.2.1/eq1")
+    assert eq1["verdict"] == "ERROR" and eq1["expected"] is None
 
 
 @pytest.mark.parametrize(

@@ -31,8 +31,8 @@ from spec import timeout
 from spec.adapter import Config
 from spec.check import Check, Deviation
 from spec.clauses import CLAUSES
+from spec.cli import private_storage
 from spec.guard import guarded
-from spec.plugin import private_hypothesis_storage
 
 pytest_plugins = ["pytester"]
 
@@ -472,18 +472,18 @@ def test_python_m_spec_leaves_only_the_report(
     assert sorted(p.name for p in clean.iterdir()) == ["report.json"]
 
 
-def test_private_hypothesis_storage_is_removed(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_private_storage_is_removed(monkeypatch: pytest.MonkeyPatch) -> None:
     import hypothesis.configuration
 
     monkeypatch.delenv("HYPOTHESIS_STORAGE_DIRECTORY", raising=False)
     home = vars(hypothesis.configuration).get("__hypothesis_home_directory")
-    with private_hypothesis_storage():
+    with private_storage():
         inside = vars(hypothesis.configuration)["__hypothesis_home_directory"]
         assert inside != home and inside.is_dir()
     assert not inside.exists()
     assert vars(hypothesis.configuration).get("__hypothesis_home_directory") == home
     monkeypatch.setenv("HYPOTHESIS_STORAGE_DIRECTORY", "/somewhere")
-    with private_hypothesis_storage():  # the user's choice stands
+    with private_storage():  # the user's choice stands
         assert vars(hypothesis.configuration).get("__hypothesis_home_directory") == home
 
 
