@@ -86,7 +86,7 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
-    """mypy over transformer/ and spec/."""
+    """mypy over transformer/, spec/ and benchmarks/."""
     install(session, "dev")
     session.run("mypy")
 

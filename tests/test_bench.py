@@ -1,15 +1,13 @@
-"""The benchmark (``benchmarks/bench.py``): its CPU path runs end to end on tiny models, it
-refuses to time models that disagree, and its FLOP count is the one PyTorch's counter makes."""
+"""The benchmark (``benchmarks/bench.py``, the package ``benchmarks/refbench/``): its CPU path
+runs end to end on tiny models, it refuses to time models that disagree, and its FLOP count is
+the one PyTorch's counter makes."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 import torch
@@ -17,30 +15,17 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 import transformer as T
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def bench() -> Iterator[ModuleType]:
-    """``benchmarks/bench.py`` imported as a module (it is a script, not a package)."""
-    name = "attention_spec_bench"
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / "bench.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up
-    try:
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        del sys.modules[name]
+from benchmarks.refbench import cli, models, report
+from benchmarks.refbench.mfu import peak_bf16_flops, train_step_flops
+from benchmarks.refbench.suite import bench_suite
+from benchmarks.refbench.workloads import SIZES, Workload, make_batch
 
 
-def test_quick_run(bench: ModuleType, tmp_path: Path) -> None:
+def test_quick_run(tmp_path: Path) -> None:
     """``--quick`` on the CPU: every part but the suite (timed below), MFU with a given peak."""
     out = tmp_path / "bench.json"
     with torch.random.fork_rng():
-        code = bench.main(["--quick", "--skip", "suite", "--peak-tflops", "1", "--json", str(out)])
+        code = cli.main(["--quick", "--skip", "suite", "--peak-tflops", "1", "--json", str(out)])
     assert code == 0
     result = json.loads(out.read_text())
     assert result["environment"]["torch"] == torch.__version__
@@ -60,18 +45,18 @@ def test_quick_run(bench: ModuleType, tmp_path: Path) -> None:
     assert "suite" not in result
 
 
-def test_render_and_suite(bench: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_render_and_suite(monkeypatch: pytest.MonkeyPatch) -> None:
     """The suite is timed in a subprocess; the tables show every part."""
 
     def fake_run(command: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
         assert command[1:3] == ["-m", "spec"]
         return subprocess.CompletedProcess(command, 0, "Summary: 48 CONFORMS\n90 passed\n", "")
 
-    monkeypatch.setattr(bench.subprocess, "run", fake_run)
-    suite = bench.bench_suite(bench.parse_args(["--quick"]))
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    suite = bench_suite(cli.parse_args(["--quick"]))
     assert suite["returncode"] == 0 and suite["summary"] == "90 passed"
-    env = bench.environment(torch.device("cpu"), 2)
-    text = bench.render(
+    env = report.environment(torch.device("cpu"), 2)
+    text = report.render(
         {
             "environment": env,
             "suite": suite,
@@ -81,50 +66,48 @@ def test_render_and_suite(bench: ModuleType, monkeypatch: pytest.MonkeyPatch) ->
     assert "Conformance suite:" in text and "90 passed" in text
 
 
-def test_disagreement_is_refused(
-    bench: ModuleType, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+def test_disagreement_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Models that compute different functions are never timed."""
     with torch.random.fork_rng():
-        ref, other = bench.build_pair(bench.SIZES["tiny"], torch.device("cpu"))
-    batch = bench.make_batch(ref.config, bench.SIZES["tiny"].workload["cpu"], torch.device("cpu"))
-    bench.check_agreement(ref, other, batch, 1e-4)
+        ref, other = models.build_pair(SIZES["tiny"], torch.device("cpu"))
+    batch = make_batch(ref.config, SIZES["tiny"].workload["cpu"], torch.device("cpu"))
+    models.check_agreement(ref, other, batch, 1e-4)
     with torch.no_grad():
         other.transformer.decoder.layers[0].linear1.bias.add_(0.1)
-    with pytest.raises(bench.Disagreement, match="refusing to report"):
-        bench.check_agreement(ref, other, batch, 1e-4)
+    with pytest.raises(models.Disagreement, match="refusing to report"):
+        models.check_agreement(ref, other, batch, 1e-4)
 
     def disagree(*args: object) -> None:
-        raise bench.Disagreement("the models disagree")
+        raise models.Disagreement("the models disagree")
 
-    monkeypatch.setattr(bench, "check_agreement", disagree)
+    monkeypatch.setattr(models, "check_agreement", disagree)
     out = tmp_path / "bench.json"
     with torch.random.fork_rng():
-        assert bench.main(["--quick", "--skip", "decoding,suite", "--json", str(out)]) == 2
+        assert cli.main(["--quick", "--skip", "decoding,suite", "--json", str(out)]) == 2
     assert not out.exists()
 
 
-def test_flops_formula_matches_flop_counter(bench: ModuleType) -> None:
+def test_flops_formula_matches_flop_counter() -> None:
     """``train_step_flops``: matrix products of forward and backward, as torch counts them
     (with the math attention kernel, whose products the counter sees; it computes the causal
     square in full, hence ``attention_full``)."""
-    config = bench.SIZES["tiny"].config()
+    config = SIZES["tiny"].config()
     model = T.Transformer(config)
-    work = bench.Workload(2, 8, 6)
-    batch = bench.make_batch(config, work, torch.device("cpu"), padding=0.0)
+    work = Workload(2, 8, 6)
+    batch = make_batch(config, work, torch.device("cpu"), padding=0.0)
     loss = T.LabelSmoothingLoss(config.tgt_vocab, config.pad_id, 0.1)
     counter = FlopCounterMode(display=False)
     with sdpa_kernel(SDPBackend.MATH), counter:
         loss(model(batch.src, batch.tgt_in), batch.tgt).backward()
-    flops = bench.train_step_flops(config, work.batch, work.src_len, work.tgt_len)
+    flops = train_step_flops(config, work.batch, work.src_len, work.tgt_len)
     assert counter.get_total_flops() == flops["linear"] + flops["attention_full"]
     assert flops["total"] == flops["linear"] + flops["attention"] < counter.get_total_flops()
 
 
-def test_flops_of_the_base_model(bench: ModuleType) -> None:
+def test_flops_of_the_base_model() -> None:
     """About 6 x parameters x tokens: the rule of thumb, for the base model."""
-    config = bench.SIZES["base"].config()
-    flops = bench.train_step_flops(config, 1, 100, 100)
+    config = SIZES["base"].config()
+    flops = train_step_flops(config, 1, 100, 100)
     weights = sum(
         p.numel()
         for name, p in T.Transformer(config).named_parameters()
@@ -148,12 +131,21 @@ def test_flops_of_the_base_model(bench: ModuleType) -> None:
         ("Tesla T4", None),
     ],
 )
-def test_peak_table(bench: ModuleType, name: str, peak: float | None) -> None:
-    assert bench.peak_bf16_flops(name) == peak
+def test_peak_table(name: str, peak: float | None) -> None:
+    assert peak_bf16_flops(name) == peak
 
 
-def test_cuda_needs_a_gpu(bench: ModuleType) -> None:
+def test_cuda_needs_a_gpu() -> None:
     if torch.cuda.is_available():
         pytest.skip("a CUDA device is present")
     with pytest.raises(SystemExit, match=r"torch\.cuda\.is_available"):
-        bench.run(bench.parse_args(["--device", "cuda", "--quick"]))
+        cli.run(cli.parse_args(["--device", "cuda", "--quick"]))
+
+
+def test_the_script_is_the_entry_point(tmp_path: Path) -> None:
+    """``python benchmarks/bench.py`` (what ``nox -s bench`` runs) works from any directory."""
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench.py"
+    done = subprocess.run([sys.executable, str(script), "--help"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("usage: bench.py")

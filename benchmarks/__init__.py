@@ -1,0 +1,1 @@
+"""The project's benchmarks: ``benchmarks/bench.py`` runs :mod:`benchmarks.refbench`."""
