@@ -30,9 +30,9 @@ from torch import Tensor
 
 from .adapter import NotProvided, capability
 from .clauses import Clause
-from .diagnosis import explain
+from .diagnosis import diagnose, explain
 from .guard import guarded
-from .tolerances import Tolerance, diagnose, error_ratio
+from .tolerances import Tolerance, error_ratio
 from .verdicts import Deviation
 
 __all__ = ["Check", "Deviation", "Env"]

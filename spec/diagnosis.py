@@ -1,11 +1,28 @@
 """Diagnosis: name the known bug whose output an implementation reproduces.
 
-When a clause fails, its test computes, with the oracle, what the output would be under each
-known bug that could explain the failure, and :func:`spec.tolerances.diagnose` names the one that matches;
-this module says what each name means.
+When a clause fails, its test computes, with the oracle's knobs, what the output would be under
+each known bug that could explain the failure; :func:`diagnose` names the one that matches and
+:func:`explain` says what the name means (:data:`KNOWN_BUGS`).
+
+A bug candidate *matches* only when the implementation is within tolerance of it **and** the
+correct oracle output is not: the correct output must miss by more than
+:data:`DIAGNOSIS_MARGIN` times the tolerance (:mod:`spec.tolerances`). The margin keeps a bug
+that barely changes the output on the given inputs (and so cannot be told apart from rounding)
+from being named.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+
+from torch import Tensor
+
+from .tolerances import Tolerance, error_ratio
+
+__all__ = ["DIAGNOSIS_MARGIN", "KNOWN_BUGS", "diagnose", "explain", "matches"]
+
+DIAGNOSIS_MARGIN: float = 10.0
+"""A bug is named only if the correct output misses by more than this many tolerances."""
 
 KNOWN_BUGS: dict[str, str] = {
     "no-scale": "the scores are not divided by sqrt(d_k)",
@@ -101,3 +118,32 @@ def explain(name: str | None) -> str | None:
     if name is None:
         return None
     return f"{name}: {KNOWN_BUGS[name]}" if name in KNOWN_BUGS else name
+
+
+def matches(actual: Tensor, candidate: Tensor, correct: Tensor, tol: Tolerance) -> bool:
+    """Whether ``actual`` is explained by the bug output ``candidate`` (see the module doc).
+
+    True when ``actual`` is within tolerance of ``candidate`` and misses ``correct`` by more
+    than :data:`DIAGNOSIS_MARGIN` tolerances.
+    """
+    return (
+        error_ratio(actual, candidate, tol) <= 1.0
+        and error_ratio(actual, correct, tol) > DIAGNOSIS_MARGIN
+    )
+
+
+def diagnose(
+    actual: Tensor, correct: Tensor, candidates: Mapping[str, Tensor], tol: Tolerance
+) -> str | None:
+    """The name of the known bug whose output ``actual`` matches, or None.
+
+    ``candidates`` maps bug names (e.g. ``"no-scale"``) to the oracle's output with that bug.
+    Among the matching candidates the closest wins (the first given, on ties).
+    """
+    best: tuple[float, str] | None = None
+    for name, candidate in candidates.items():
+        if matches(actual, candidate, correct, tol):
+            ratio = error_ratio(actual, candidate, tol)
+            if best is None or ratio < best[0]:
+                best = (ratio, name)
+    return None if best is None else best[1]

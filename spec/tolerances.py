@@ -34,33 +34,23 @@ the known bugs move the output by 0.27 to 12 (absolute), and diagnosis itself ru
 CUDA float32 assumes TF32 is off for matmuls (PyTorch's default). With TF32 on (u = 4.9e-4),
 judge float32 results with the float16 row.
 
-Diagnosis
----------
-When an implementation deviates, the suite computes the outputs of known bugs with the
-oracle's knobs and names the one that matches (:func:`diagnose`). A bug candidate *matches*
-only when the implementation is within tolerance of it **and** the correct oracle output is
-not: the correct output must miss by more than :data:`DIAGNOSIS_MARGIN` times the tolerance.
-The margin keeps a bug that barely changes the output on the given inputs (and so cannot be
-told apart from rounding) from being named.
+Naming the known bug that a deviating output reproduces, with a margin over these tolerances,
+is :mod:`spec.diagnosis`'s job.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
 
 import torch
 from torch import Tensor
 
 __all__ = [
-    "DIAGNOSIS_MARGIN",
     "TOLERANCES",
     "Tolerance",
     "close",
-    "diagnose",
     "error_ratio",
-    "matches",
     "max_error",
     "tolerance",
 ]
@@ -113,10 +103,6 @@ TOLERANCES: dict[tuple[str, torch.dtype], Tolerance] = {
     ),
 }
 """(device type, dtype) -> tolerance for comparing an implementation with the float64 oracle."""
-
-DIAGNOSIS_MARGIN: float = 10.0
-"""A bug is named only if the correct output misses by more than this many tolerances."""
-
 
 def tolerance(device: str | torch.device, dtype: torch.dtype) -> Tolerance:
     """The tolerance for results computed on ``device`` (``"cuda:1"`` counts as ``"cuda"``)."""
@@ -172,32 +158,3 @@ def close(actual: Tensor, expected: Tensor, tol: Tolerance) -> bool:
     Compared in float64 on the CPU. NaN is never close; a shape mismatch is not close.
     """
     return error_ratio(actual, expected, tol) <= 1.0
-
-
-def matches(actual: Tensor, candidate: Tensor, correct: Tensor, tol: Tolerance) -> bool:
-    """Whether ``actual`` is explained by the bug output ``candidate`` (see the module doc).
-
-    True when ``actual`` is within tolerance of ``candidate`` and misses ``correct`` by more
-    than :data:`DIAGNOSIS_MARGIN` tolerances.
-    """
-    return (
-        error_ratio(actual, candidate, tol) <= 1.0
-        and error_ratio(actual, correct, tol) > DIAGNOSIS_MARGIN
-    )
-
-
-def diagnose(
-    actual: Tensor, correct: Tensor, candidates: Mapping[str, Tensor], tol: Tolerance
-) -> str | None:
-    """The name of the known bug whose output ``actual`` matches, or None.
-
-    ``candidates`` maps bug names (e.g. ``"no-scale"``) to the oracle's output with that bug.
-    Among the matching candidates the closest wins (the first given, on ties).
-    """
-    best: tuple[float, str] | None = None
-    for name, candidate in candidates.items():
-        if matches(actual, candidate, correct, tol):
-            ratio = error_ratio(actual, candidate, tol)
-            if best is None or ratio < best[0]:
-                best = (ratio, name)
-    return None if best is None else best[1]

@@ -311,8 +311,7 @@ def test_wavelengths(clause: Check) -> None:
 
 def _diagnosis(pe: Tensor, d_model: int) -> str | None:
     """The known formula bug the table ``pe`` reproduces, if any."""
-    from spec.diagnosis import explain
-    from spec.tolerances import diagnose
+    from spec.diagnosis import diagnose, explain
 
     return explain(diagnose(pe, PAPER.table(pe.shape[0], d_model),
                             _formula_bugs(pe.shape[0], d_model), _tol(pe)))
