@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .masks import check_mask
+from .masks import broadcasts_to, check_mask
 
 
 def scaled_dot_product_attention(
@@ -39,7 +39,25 @@ def scaled_dot_product_attention(
     (:func:`torch.nn.functional.scaled_dot_product_attention`) runs; with it, the explicit
     computation below. Both give the same result, and a query whose keys are all masked gets a
     zero output on both paths.
+
+    Raises:
+        TypeError: ``mask`` is not boolean (a float mask is not added to the scores: convert a
+            0/1 mask with ``mask.bool()``).
+        ValueError: ``mask`` does not broadcast to the scores, or is given with ``is_causal``.
     """
+    if mask is not None:
+        if mask.dtype != torch.bool:
+            raise TypeError(f"mask must be boolean (True = may attend), got {mask.dtype}")
+        scores_shape = [*q.shape[:-1], k.size(-2)]
+        if not broadcasts_to(mask.shape, scores_shape):
+            raise ValueError(
+                f"mask of shape {list(mask.shape)} does not broadcast to the scores "
+                f"[..., L_q, L_k] = {scores_shape}"
+            )
+        if is_causal:
+            raise ValueError("pass either a mask or is_causal, not both")
+        if mask.dim() < 2:  # the fused kernel needs the query axis, even of size 1
+            mask = mask.view(*[1] * (2 - mask.dim()), *mask.shape)
     if not need_weights:
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal), None
     scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))

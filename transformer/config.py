@@ -7,8 +7,17 @@ Implements: table3/param-formula (through :func:`base` and :func:`big`), 3.2.2/h
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from typing import Any
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_real(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -18,18 +27,22 @@ class TransformerConfig:
     Attributes:
         src_vocab: source vocabulary size.
         tgt_vocab: target vocabulary size.
-        d_model: width of every sub-layer output and of the embeddings (3.1/width).
+        d_model: width of every sub-layer output and of the embeddings (3.1/width); even, for
+            the sinusoidal positional encoding (3.5).
         h: number of attention heads; ``d_model`` must be divisible by it (3.2.2/head-dims).
         d_ff: inner width of the feed-forward networks (3.3/dims).
         n_layers: N, the number of identical layers in each stack (3.1/encoder-stack).
-        dropout: P_drop, residual and embedding dropout (5.4).
-        label_smoothing: eps_ls (5.4/label-smoothing).
+        dropout: P_drop, residual and embedding dropout (5.4), in ``[0, 1]``.
+        label_smoothing: eps_ls (5.4/label-smoothing), in ``[0, 1)``.
         max_len: the longest sequence the positional-encoding table covers.
         share_vocab: source and target share one vocabulary, so all three embedding
             matrices are tied (3.4/weight-tying); otherwise only the target embedding and the
             pre-softmax projection are.
         pad_id, bos_id, eos_id: special token ids.
-        norm_eps: LayerNorm epsilon (the paper does not state one).
+        norm_eps: LayerNorm epsilon (the paper does not state one), finite and ``> 0``.
+
+    Every field is checked when the configuration is made: a bad value raises ``ValueError``
+    naming the field, the value and what is expected.
     """
 
     src_vocab: int
@@ -50,16 +63,28 @@ class TransformerConfig:
     def __post_init__(self) -> None:
         for name in ("src_vocab", "tgt_vocab", "d_model", "h", "d_ff", "n_layers", "max_len"):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            if not _is_int(value) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if self.d_model % self.h:
             raise ValueError(
                 f"d_model ({self.d_model}) must be divisible by the number of heads h ({self.h})"
             )
-        for name in ("dropout", "label_smoothing"):
-            value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1], got {value!r}")
+        if self.d_model % 2:
+            raise ValueError(
+                "d_model must be even (the sinusoidal encoding pairs sin and cos), "
+                f"got {self.d_model}"
+            )
+        # P_drop = 1 is allowed: it drops every sub-layer output, and the conformance suite
+        # probes 5.4/residual-dropout with it. NaN fails the comparisons.
+        if not _is_real(self.dropout) or not 0.0 <= self.dropout <= 1.0:
+            raise ValueError(f"dropout must be a number in [0, 1], got {self.dropout!r}")
+        smoothing = self.label_smoothing  # 1 would put no mass on the true token
+        if not _is_real(smoothing) or not 0.0 <= smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be a number in [0, 1), got {smoothing!r}")
+        if not _is_real(self.norm_eps) or not 0.0 < self.norm_eps < math.inf:
+            raise ValueError(f"norm_eps must be a finite number > 0, got {self.norm_eps!r}")
+        if not isinstance(self.share_vocab, bool):
+            raise ValueError(f"share_vocab must be True or False, got {self.share_vocab!r}")
         if self.share_vocab and self.src_vocab != self.tgt_vocab:
             raise ValueError(
                 "share_vocab needs src_vocab == tgt_vocab, got "
@@ -67,6 +92,8 @@ class TransformerConfig:
             )
         specials = {"pad_id": self.pad_id, "bos_id": self.bos_id, "eos_id": self.eos_id}
         for name, value in specials.items():
+            if not _is_int(value):
+                raise ValueError(f"{name} must be an integer token id, got {value!r}")
             if not 0 <= value < min(self.src_vocab, self.tgt_vocab):
                 raise ValueError(f"{name} ({value}) must be a valid id in both vocabularies")
         if len(set(specials.values())) != 3:

@@ -17,8 +17,23 @@ def length_penalty(length: int, alpha: float = 0.6) -> float:
     return float(((5 + length) / 6) ** alpha)
 
 
-def _max_len(src: Tensor, max_len: int | None) -> int:
-    return src.size(1) + 50 if max_len is None else max_len  # 6.1: input length + 50
+def _max_len(model: Transformer, src: Tensor, max_len: int | None) -> int:
+    """The number of tokens to decode at most, checked against the model before any work.
+
+    Decoding ``n`` tokens feeds the decoder positions ``0 .. n - 1``, so ``n`` may not exceed
+    the positional-encoding table's ``max_len``.
+    """
+    if src.dim() != 2:
+        raise ValueError(f"src must be [batch, S] token ids, got shape {list(src.shape)}")
+    n = src.size(1) + 50 if max_len is None else max_len  # 6.1: input length + 50
+    table = model.config.max_len
+    if n > table:
+        default = "" if max_len is not None else f" (the default: source length {src.size(1)} + 50)"
+        raise ValueError(
+            f"decoding {n} tokens{default} needs {n} positions, more than max_len={table} of "
+            f"the model's positional-encoding table; pass max_len <= {table}"
+        )
+    return n
 
 
 def greedy_decode(
@@ -27,18 +42,22 @@ def greedy_decode(
     """Pick the most probable token at every step, for a batch ``src`` ``[B, S]``.
 
     Returns ``[B, L]`` generated token ids (``torch.long``, no start symbol), ``L <= max_len``
-    (default: source length + 50). A sequence that has produced ``eos`` is padded with ``pad_id`` afterwards;
+    (default: source length + 50; at most the model's ``config.max_len``, checked before
+    decoding). A sequence that has produced ``eos`` is padded with ``pad_id`` afterwards;
     decoding stops once every sequence has ended. ``use_cache=False`` recomputes the whole
     prefix at every step (same result, slower).
     """
     c = model.config
+    steps = _max_len(model, src, max_len)
+    if steps < 0:
+        raise ValueError(f"max_len must be >= 0, got {steps}")
     with torch.no_grad():
         memory = model.encode(src)  # checks the ids; masks the padding
         src_mask = padding_mask(src, c.pad_id)
         tokens = src.new_full((src.size(0), 1), c.bos_id, dtype=torch.long)
         done = src.new_zeros(src.size(0), dtype=torch.bool)
         state = model.new_state() if use_cache else None
-        for _ in range(_max_len(src, max_len)):
+        for _ in range(steps):
             step_in = tokens[:, -1:] if state is not None else tokens
             hidden = model.decode(step_in, memory, src_mask, state)[:, -1]
             next_token = model.generator(hidden).argmax(1).masked_fill(done, c.pad_id)
@@ -61,13 +80,15 @@ def beam_search(
     At every step the ``k`` most probable expansions of the live hypotheses are kept (by total
     log-probability), where ``k`` is ``beam_size`` minus the number of hypotheses already ended.
     An expansion ending in ``eos`` is set aside as ended. Search stops when ``beam_size``
-    hypotheses have ended (early stop) or after ``max_len`` tokens (default: source length + 50),
-    when the live ones join the ended. The result is the hypothesis with the best
-    ``log P(Y) / lp(Y)`` (:func:`length_penalty`), without the start symbol, ``eos`` included.
+    hypotheses have ended (early stop) or after ``max_len`` tokens (default: source length + 50;
+    at most the model's ``config.max_len``, checked before decoding), when the live ones join
+    the ended. The result is the hypothesis with the best ``log P(Y) / lp(Y)``
+    (:func:`length_penalty`), without the start symbol, ``eos`` included.
     """
     if src.dim() != 2 or src.size(0) != 1:
         raise ValueError(f"beam_search decodes one sentence [1, S], got shape {list(src.shape)}")
-    if beam_size < 1 or _max_len(src, max_len) < 1:
+    steps = _max_len(model, src, max_len)
+    if beam_size < 1 or steps < 1:
         raise ValueError(f"beam_size and max_len must be >= 1, got {beam_size} and {max_len}")
     c = model.config
     with torch.no_grad():
@@ -77,7 +98,7 @@ def beam_search(
         live: list[tuple[float, list[int]]] = [(0.0, [])]  # (log P(Y), Y) of each live one
         last = src.new_full((1, 1), c.bos_id)  # the last token of each live hypothesis
         ended: list[tuple[float, list[int]]] = []  # (log P(Y) / lp(Y), Y)
-        for _ in range(_max_len(src, max_len)):
+        for _ in range(steps):
             n = len(live)
             hidden = model.decode(last, memory.expand(n, -1, -1), src_mask, state)[:, -1]
             logp = model.generator(hidden).double().log_softmax(1)

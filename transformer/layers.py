@@ -11,6 +11,7 @@ import dataclasses
 from torch import Tensor, nn
 
 from .attention import KVCache, MultiHeadAttention
+from .masks import check_mask
 
 
 class FeedForward(nn.Module):
@@ -50,7 +51,10 @@ class EncoderLayer(nn.Module):
         self.residual_2 = Residual(d_model, dropout, eps)
 
     def forward(self, x: Tensor, mask: Tensor | None) -> Tensor:
-        """``mask``: ``[B, 1, S]`` padding mask; no causal mask in the encoder (3.2.3/encoder-self)."""
+        """``mask``: ``[B, 1, S]`` padding mask (or ``[B, S, S]``); no causal mask in the encoder
+        (3.2.3/encoder-self)."""
+        if mask is not None:
+            check_mask(mask, x.size(0), x.size(1), x.size(1), name="mask", batched=True)
         x = self.residual_1(x, self.self_attn(x, mask=mask)[0])
         return self.residual_2(x, self.ffn(x))
 
@@ -85,9 +89,14 @@ class DecoderLayer(nn.Module):
     ) -> Tensor:
         """Decode ``y`` ``[B, T, d]`` against the encoder output ``memory`` ``[B, S, d]``.
 
-        ``self_mask`` is ``None`` for the usual causal self-attention over ``y``; with a cache it
-        is the causal mask shifted by the cached length (or ``None`` for a single new position).
+        ``src_mask`` is the source padding mask ``[B, 1, S]`` (or ``[B, T, S]``). ``self_mask`` is
+        ``None`` for the usual causal self-attention over ``y``; with a cache it is the causal
+        mask shifted by the cached length (or ``None`` for a single new position).
         """
+        if src_mask is not None:
+            check_mask(
+                src_mask, y.size(0), y.size(1), memory.size(1), name="src_mask", batched=True
+            )
         causal = cache is None or cache.self_attn.k is None
         self_cache = cache.self_attn if cache is not None else None
         attended = self.self_attn(

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from .config import TransformerConfig
 from .embeddings import Embedding, PositionalEncoding
 from .layers import DecoderLayer, EncoderLayer, LayerCache
-from .masks import causal_mask, padding_mask
+from .masks import causal_mask, check_mask, padding_mask
 
 
 class Encoder(nn.Module):
@@ -94,10 +94,18 @@ class Transformer(nn.Module):
                 nn.init.xavier_uniform_(p)
 
     def encode(self, src: Tensor, src_mask: Tensor | None = None) -> Tensor:
-        """Encoder output ``[B, S, d_model]``; ``src_mask`` defaults to the padding mask."""
+        """Encoder output ``[B, S, d_model]``.
+
+        ``src_mask`` (boolean, ``True`` = may attend) defaults to the padding mask
+        ``[B, 1, S]``; ``[B, S, S]`` is accepted too. A 2-D mask is refused: its first axis
+        could be the batch or the queries.
+        """
         self._check_tokens(src, self.config.src_vocab, "src")
         if src_mask is None:
             src_mask = padding_mask(src, self.config.pad_id)
+        else:
+            batch, length = src.shape
+            check_mask(src_mask, batch, length, length, name="src_mask", batched=True)
         return self.encoder(self.positions(self.src_embed(src)), src_mask)
 
     def decode(
@@ -109,10 +117,20 @@ class Transformer(nn.Module):
     ) -> Tensor:
         """Decoder output ``[B, T, d_model]`` for the (shifted-right) target ``tgt_in``.
 
+        ``memory`` is the encoder output ``[B, S, d_model]`` for the same batch; ``src_mask`` is
+        the source padding mask ``[B, 1, S]`` (or ``[B, T, S]``), or ``None`` for no mask.
         With a ``state``, ``tgt_in`` holds only the new positions after ``state.length`` cached
         ones, and the state is advanced (practice/incremental-decoding).
         """
         self._check_tokens(tgt_in, self.config.tgt_vocab, "tgt")
+        batch, length = tgt_in.shape
+        if memory.dim() != 3 or memory.size(0) != batch or memory.size(2) != self.config.d_model:
+            raise ValueError(
+                f"memory must be [batch, S, d_model] = [{batch}, S, {self.config.d_model}] (the "
+                f"encoder output for tgt_in's batch), got shape {list(memory.shape)}"
+            )
+        if src_mask is not None:
+            check_mask(src_mask, batch, length, memory.size(1), name="src_mask", batched=True)
         offset = state.length if state is not None else 0
         y = self.positions(self.tgt_embed(tgt_in), offset)
         out = self.decoder(y, memory, src_mask, state.layers if state else None, offset)
@@ -121,9 +139,20 @@ class Transformer(nn.Module):
         return out
 
     def forward(self, src: Tensor, tgt_in: Tensor, src_mask: Tensor | None = None) -> Tensor:
-        """Next-token logits ``[B, T, tgt_vocab]`` (softmax them for probabilities, 3.4)."""
+        """Next-token logits ``[B, T, tgt_vocab]`` (softmax them for probabilities, 3.4).
+
+        ``src_mask`` defaults to the padding mask of ``src``; a given one must be a padding mask
+        ``[B, 1, S]``, since it serves both the encoder's self-attention and the
+        encoder-decoder attention, whose query lengths differ.
+        """
         if src_mask is None:
             src_mask = padding_mask(src, self.config.pad_id)
+        elif src_mask.dim() == 3 and src_mask.size(1) != 1:
+            raise ValueError(
+                "src_mask must be a padding mask [batch, 1, S]: forward uses it for both the "
+                "encoder's self-attention and the encoder-decoder attention; got shape "
+                f"{list(src_mask.shape)} (give encode and decode their own masks instead)"
+            )
         return self.generator(self.decode(tgt_in, self.encode(src, src_mask), src_mask))
 
     def new_state(self) -> DecoderState:

@@ -5,6 +5,7 @@ Implements: 5.3/adam, 5.3/eq3, 5.4/label-smoothing.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 import torch
@@ -28,15 +29,32 @@ class LabelSmoothingLoss(nn.Module):
             )
         if not 0.0 <= smoothing < 1.0:
             raise ValueError(f"smoothing must be in [0, 1), got {smoothing}")
+        if not isinstance(pad_id, int) or isinstance(pad_id, bool) or not 0 <= pad_id < vocab:
+            raise ValueError(f"pad_id must be a token id in [0, {vocab}), got {pad_id!r}")
         self.vocab, self.pad_id, self.smoothing = vocab, pad_id, smoothing
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
-        """``logits`` ``[..., V]`` and integer ``target`` ``[...]``; returns a scalar."""
+        """``logits`` ``[..., V]`` and integer ``target`` ``[...]``; returns a scalar.
+
+        Every target is a token id in ``[0, V)``; positions to ignore hold ``pad_id`` (there is
+        no other ignore index, such as -100).
+        """
         if logits.shape[:-1] != target.shape or logits.size(-1) != self.vocab:
             raise ValueError(
                 f"logits {list(logits.shape)} do not match target {list(target.shape)} "
                 f"with vocabulary {self.vocab}"
             )
+        if target.dtype == torch.bool or target.is_floating_point() or target.is_complex():
+            raise TypeError(f"target must hold integer token ids, got {target.dtype}")
+        target = target.long()  # what gather indexes with; no copy when it is long already
+        if target.numel():
+            low, high = torch.stack(torch.aminmax(target)).tolist()  # one read from the device
+            if low < 0 or high >= self.vocab:
+                bad = target[(target < 0) | (target >= self.vocab)].unique()
+                raise ValueError(
+                    f"target ids must lie in [0, {self.vocab}) (pad_id={self.pad_id} marks "
+                    f"positions to ignore), got {bad[:10].tolist()}"
+                )
         logp = logits.to(torch.promote_types(logits.dtype, torch.float32)).log_softmax(dim=-1)
         true = logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)
         others = logp.sum(-1) - true
@@ -70,7 +88,14 @@ def make_optimizer(params: Iterable[nn.Parameter], lr: float = 1.0) -> torch.opt
 
 
 def noam_rate(step: int, d_model: int, warmup: int = 4000) -> float:
-    r"""Eq. 3: $d_{model}^{-0.5} \cdot \min(step^{-0.5}, step \cdot warmup^{-1.5})$, for step >= 1."""
+    r"""Eq. 3: $d_{model}^{-0.5} \cdot \min(step^{-0.5}, step \cdot warmup^{-1.5})$, for step >= 1.
+
+    ``d_model`` and ``warmup`` must be finite and positive.
+    """
+    if not 0 < d_model < math.inf:  # NaN fails the comparison too
+        raise ValueError(f"d_model must be a finite number > 0, got {d_model!r}")
+    if not 0 < warmup < math.inf:
+        raise ValueError(f"warmup must be a finite number of steps > 0, got {warmup!r}")
     if step < 1:
         raise ValueError(
             f"Eq. 3 is defined for steps >= 1 (the first update is step 1), got {step}"
