@@ -98,7 +98,7 @@ DOCS_ENV = {"DISABLE_MKDOCS_2_WARNING": "true", "NO_MKDOCS_2_WARNING": "1"}
 def docs(session: nox.Session) -> None:
     """Build the site into ``site/``, strictly: a broken link, anchor or cross-reference fails.
 
-    The build runs the conformance suite against the reference, ``torch.nn`` and ``hf-marian``
+    The build runs the conformance suite against the reference, ``torch.nn`` and the libraries
     (the extra ``matrix``) for the conformance matrix (reports are cached under
     ``build/docs-data/`` while ``spec/`` and ``transformer/`` are unchanged). Extra arguments go
     to ``mkdocs build``.

@@ -126,6 +126,9 @@ SHIPPED: dict[str, str] = {
     "reference": "spec.adapters.reference:adapter",
     "torch.nn": "spec.adapters.torch_nn:adapter",
     "hf-marian": "spec.adapters.hf_marian:adapter",  # needs the extra `matrix` (transformers)
+    "hf-bart": "spec.adapters.hf_bart:adapter",  # needs the extra `matrix` (transformers)
+    "hf-fsmt": "spec.adapters.hf_fsmt:adapter",  # needs the extra `matrix` (transformers)
+    "x-transformers": "spec.adapters.x_transformers:adapter",  # extra `matrix` (x-transformers)
 }
 """Short names for the adapters that ship with the suite."""
 

@@ -100,6 +100,8 @@ KNOWN_BUGS: dict[str, str] = {
     "no-norm": "the LayerNorm around the sub-layers is missing (x + Sublayer(x))",
     "shared-layers": "the layers of a stack share one set of parameters",
     "shared-norms": "one LayerNorm (gain and bias) serves several sub-layers of a layer",
+    "norm-without-bias": "the LayerNorms have a gain but no bias (beta): LayerNorm(x) = gamma * "
+    "(x - mean) / std",
     "shared-projections": "projections the paper keeps apart share their weights (W^K and "
     "W^V, or the heads of one projection)",
     "sublayer-order": "the sub-layers of a layer are applied in the wrong order",

@@ -95,4 +95,8 @@ def combine(outcomes: Iterable[Outcome]) -> Outcome:
     if worst.verdict == Verdict.CONFORMS:
         notes = [o.reason for o in items if o.verdict == worst.verdict and o.reason]
         combined.reason = "; ".join(dict.fromkeys(notes))
+    if worst.verdict in (Verdict.CONFORMS, Verdict.VARIANT):  # say what other runs left out
+        unchecked = [o.reason for o in items if o.verdict == Verdict.NOT_PROVIDED and o.reason]
+        combined.reason = "; ".join(dict.fromkeys(
+            [combined.reason, *unchecked] if combined.reason else unchecked))
     return combined

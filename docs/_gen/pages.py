@@ -39,6 +39,11 @@ RESULTS: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 
+LIBRARIES = {impl: found for impl in S.IMPLEMENTATIONS
+             if (found := S.matrix_library(impl)) is not None}
+"""The libraries of the conformance matrix: (what it is, its pinned verdicts)."""
+
+
 def verdict_of(impl: str, cid: str) -> dict[str, Any] | None:
     return RESULTS[impl].get(cid)
 
@@ -249,12 +254,17 @@ def matrix_page() -> str:
         "# Conformance matrix",
         "",
         "The verdict of every clause for the reference implementation, for PyTorch's "
-        "`torch.nn.Transformer` (with `nn.MultiheadAttention`) and for Hugging Face "
-        "transformers' `MarianMTModel` (transformers 5.23.0, built from a configuration with "
-        "random weights: `--impl hf-marian`, extra `matrix`), from the conformance suite run "
+        "`torch.nn.Transformer` (with `nn.MultiheadAttention`) and for the libraries people "
+        "run (installed by the extra `matrix` at pinned versions, each model built from its "
+        "configuration with random weights; each has a page saying what differs from the "
+        "paper, and why, in the library's source), from the conformance suite run "
         "when this site was built. Verdicts: CONFORMS; VARIANT (a named deviation the clause "
         "allows); DEVIATES (with a diagnosis when a known bug matches); NOT PROVIDED (the "
         "adapter lacks a capability); ERROR.",
+        "",
+        "OpenNMT-py is absent: its wheel pins torch < 2.3, and importing any of its Transformer "
+        "modules pulls in spaCy, fastText and five other compiled text-processing packages, "
+        "which the suite's environment does not install.",
         "",
         "## Summary",
         "",
@@ -290,6 +300,9 @@ def matrix_page() -> str:
     out += ["", "## Details", ""]
     for impl, label in labels.items():
         out += [f"### {label}", ""]
+        if impl in LIBRARIES:
+            out += [f"What differs from the paper, with the library's source: "
+                    f"[{label}](matrix/{impl}.md).", ""]
         if REPORTS[impl] is None:
             out += ["This build did not run the suite.", ""]
             continue
@@ -404,6 +417,45 @@ def mutants_section() -> list[str]:
 write("conformance.md", matrix_page())
 
 
+# -- a page per library of the matrix ------------------------------------------------------------
+
+
+def library_page(impl: str, label: str) -> str:
+    """What differs from the paper in one library: every clause that does not CONFORM, the
+    suite's reading of it and the library source that explains it (the pin of
+    ``tests/matrix/<impl>.py``)."""
+    about, pins = LIBRARIES[impl]
+    out = [f"# {S.md_text(label)}: what differs from the paper", "", f"{S.md_text(about)}.", ""]
+    report = REPORTS[impl]
+    if report is None:
+        return "\n".join([*out, "This build did not run the suite against it.", ""])
+    rows = [r for r in report["clauses"] if r["verdict"] != "CONFORMS"]
+    counts = ", ".join(f"{n} {v}" for v, n in report.get("summary", {}).items() if n)
+    out += [
+        f"Verdicts: {counts}. Every clause not listed below CONFORMS. `python -m spec --impl "
+        f"{impl}` reproduces them (`pip install -e '.[matrix]'`); `tests/test_matrix.py` pins "
+        "each, with the place in the library's source that explains it (quoted below).",
+        "",
+    ]
+    for r in rows:
+        cid = r["id"]
+        title = S.CLAUSES[cid].title if cid in S.CLAUSES else ""
+        out += [f"## {S.md_text(cid)} · {S.md_text(title)}", "",
+                f"{S.badge(r['verdict'])} {detail(r)} ({S.clause_link(cid, 'the clause')})", ""]
+        pin = pins.get(cid)
+        if pin is not None and pin[0] == r["verdict"]:
+            out += [f"**In the library's source:** {S.md_text(pin[2])}", ""]
+        else:
+            out += ["**Not pinned:** this verdict differs from the one `tests/test_matrix.py` "
+                    "expects; the test run says why.", ""]
+    return "\n".join(out)
+
+
+for _impl, _label in S.IMPLEMENTATIONS.items():
+    if _impl in LIBRARIES:
+        write(f"matrix/{_impl}.md", library_page(_impl, _label))
+
+
 # -- API reference -------------------------------------------------------------------------------
 def api_pages(package: str) -> list[tuple[str, str]]:
     """(module, page path) for ``package`` and its public modules, in a stable order."""
@@ -453,6 +505,8 @@ def nav() -> str:
         "* [Home](index.md)",
         "* [Point the suite at your own implementation](guide/own-implementation.md)",
         "* [Conformance matrix](conformance.md)",
+        "* What the libraries change",
+        *(f"    * [{S.IMPLEMENTATIONS[impl]}](matrix/{impl}.md)" for impl in LIBRARIES),
         "* [Figures](figures.md)",
         "* [Security](security.md)",
         "* [Performance](performance.md)",

@@ -50,6 +50,9 @@ IMPLEMENTATIONS: dict[str, str] = {
     "reference": "reference (transformer)",
     "torch.nn": "torch.nn.Transformer",
     "hf-marian": "Hugging Face MarianMTModel",
+    "hf-fsmt": "Hugging Face FSMTForConditionalGeneration",
+    "hf-bart": "Hugging Face BartForConditionalGeneration",
+    "x-transformers": "x-transformers XTransformer",
 }
 """``--impl`` name -> how the pages call it. The build runs the suite against each."""
 
@@ -347,6 +350,19 @@ def reports() -> dict[str, dict[str, Any] | None]:
         impl: _finish(f"the conformance suite against {impl}", report_path(impl))
         for impl in IMPLEMENTATIONS
     }
+
+
+def matrix_library(impl: str) -> tuple[str, dict[str, tuple[str, str | None, str]]] | None:
+    """(what the library is, its pinned verdicts) for a library of the conformance matrix
+    (``tests/matrix/<impl>.py``, checked by ``tests/test_matrix.py``); None for the others."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from tests import matrix
+
+    if impl not in matrix.LIBRARIES:
+        return None
+    module = matrix.module(impl)
+    return module.ABOUT, module.PINS
 
 
 def detection() -> dict[str, Any] | None:

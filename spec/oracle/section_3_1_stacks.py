@@ -40,7 +40,7 @@ def sub(params: Params, prefix: str) -> dict[str, Tensor]:
 def layer_norm(
     x: Tensor,
     gamma: Tensor,
-    beta: Tensor,
+    beta: Tensor | None,
     eps: float = 1e-5,
     *,
     unbiased: bool = False,
@@ -51,7 +51,8 @@ def layer_norm(
     Used by 3.1/residual-norm. ``var`` is the biased variance (divide by n). The knobs give
     the readings the paper leaves open (variants of 3.1/residual-norm): ``unbiased=True``
     divides by n - 1,
-    ``eps_inside_sqrt=False`` divides by sqrt(var) + eps.
+    ``eps_inside_sqrt=False`` divides by sqrt(var) + eps. ``beta=None``: a LayerNorm without a
+    bias (what 3.1/residual-norm reports as ``norm-without-bias``) adds nothing.
     """
     x = _f64(x)
     n = x.shape[-1]
@@ -59,7 +60,8 @@ def layer_norm(
     squares = ((x - mean) ** 2).sum(dim=-1, keepdim=True)
     var = squares / (n - 1 if unbiased else n)
     std = torch.sqrt(var + eps) if eps_inside_sqrt else torch.sqrt(var) + eps
-    return _f64(gamma) * (x - mean) / std + _f64(beta)
+    out = _f64(gamma) * (x - mean) / std
+    return out if beta is None else out + _f64(beta)
 
 
 def residual(
@@ -83,7 +85,7 @@ def residual(
         return layer_norm(
             t,
             norm_params["gamma"],
-            norm_params["beta"],
+            norm_params.get("beta"),
             eps,
             unbiased=unbiased,
             eps_inside_sqrt=eps_inside_sqrt,
@@ -148,7 +150,7 @@ def _final_norm(
         final_norm = f"{name}.norm.gamma" in params
     if not final_norm:
         return x
-    return layer_norm(x, params[f"{name}.norm.gamma"], params[f"{name}.norm.beta"], eps)
+    return layer_norm(x, params[f"{name}.norm.gamma"], params.get(f"{name}.norm.beta"), eps)
 
 
 def encoder(

@@ -117,6 +117,11 @@ def test_residual_norm(clause: Check, env: Env, rng: torch.Generator) -> None:
                               f"{', '.join(f'{a} = {b}' for a, b in shared)} read back the same "
                               "values after distinct ones were loaded: one LayerNorm serves "
                               "several sub-layers", explain("shared-norms"))
+        for i, layer in H.layers(params, stack).items():
+            norms = sorted({n.split(".")[0] for n in layer if n.startswith("norm_")})
+            unbiased = [n for n in norms if f"{n}.beta" not in layer]
+            clause.expect(not unbiased, f"{stack} layer {i}: {', '.join(unbiased)} "
+                          "have no bias (beta)", explain("norm-without-bias"))
         actual, run = H.probe(clause, env, rng, model, params, SMALL, stack)
         reading, _ = _wrapping(actual, run, stack, env)
         if reading is None:

@@ -246,8 +246,9 @@ def _residual_all_dropped(clause: Check, env: Env, rng: torch.Generator) -> None
             intact = oracle.decoder(x, memory, params, n, config.h, src_mask)
         bugs = {
             "no-residual-dropout": intact,
-            "dropout-after-residual": _final(
-                params[f"{last}.beta"].double().expand_as(x), params, stack, own, hidden),
+            "dropout-after-residual": _final(  # the last norm's bias (zeros without one)
+                params.get(f"{last}.beta", torch.zeros(x.shape[-1])).double().expand_as(x),
+                params, stack, own, hidden),
         }
         clause.close(actual, paper["eps=1e-05"], f"{stack} output with P_drop = 1 (train mode)",
                      env.tol, bugs)

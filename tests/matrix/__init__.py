@@ -25,7 +25,7 @@ Pin = tuple[str, str | None, str]
 """(verdict, the variant names of a VARIANT or the diagnosed bug of a DEVIATES (None for "cause
 unknown" or NOT PROVIDED), justification: where the library's source shows it)."""
 
-LIBRARIES = ["hf-marian"]
+LIBRARIES = ["hf-marian", "hf-fsmt", "hf-bart", "x-transformers"]
 """The adapters of the matrix's libraries (``--impl`` names), in the order the matrix shows them.
 Each needs the extra ``matrix``."""
 

@@ -89,7 +89,7 @@ def layer_norm(x: Tensor, norm_params: Mapping[str, Tensor], reading: Reading) -
     return oracle.layer_norm(
         x,
         norm_params["gamma"],
-        norm_params["beta"],
+        norm_params.get("beta"),
         reading.eps,
         unbiased=reading.unbiased,
         eps_inside_sqrt=reading.eps_inside_sqrt,
