@@ -29,12 +29,17 @@ import dataclasses
 import functools
 import inspect
 import itertools
+import os
+import signal
+import threading
+import weakref
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
+from . import timeout
 from .adapter import Config, NotProvided
 from .timeout import Timeout
 from .verdicts import Deviation
@@ -42,7 +47,10 @@ from .verdicts import Deviation
 if TYPE_CHECKING:
     from .check import Check
 
-__all__ = ["TENSOR_OUTPUTS", "ImplementationAssertion", "Refused", "guarded"]
+__all__ = [
+    "TENSOR_OUTPUTS", "ImplementationAssertion", "ImplementationError", "Refused", "guarded",
+    "interrupts",
+]
 
 TENSOR_OUTPUTS: dict[str, tuple[bool, bool]] = {
     "attention": (True, True),
@@ -72,26 +80,41 @@ def guarded(check: Check, name: str, method: Callable[..., Any]) -> Callable[...
     except (TypeError, ValueError):  # some builtins have none
         signature = None
 
+    returned: list[tuple[weakref.ref[Tensor], int, complex]] = []  # earlier results, for reuse
+
     @functools.wraps(method)
     def call(*args: Any, **kwargs: Any) -> Any:
         arguments = _arguments(signature, args, kwargs)
         before = _snapshot(arguments)
         try:
             result = method(*args, **kwargs)
-        except Timeout as timeout:
-            timeout.where = timeout.where or f"adapter.{name}"
+            timeout.check()  # a Timeout the method caught and swallowed
+        except RecursionError:  # its depth varies from call to call: named, so it reads the same
+            raise ImplementationError(f"adapter.{name} recursed without end (RecursionError)"
+                                      ) from None
+        except Timeout as stopped:
+            stopped.where = stopped.where or f"adapter.{name}"
             raise
         except (NotProvided, Deviation):  # the suite's own outcomes, from a nested call
             raise
+        except KeyboardInterrupt:
+            if interrupts.by_user:  # Ctrl-C: the run stops, and its report says so
+                raise
+            raise ImplementationError(f"adapter.{name} raised KeyboardInterrupt") from None
         except Exception as exc:
             if name == "model":
                 _refused(method, args, exc)
             if isinstance(exc, AssertionError):  # the implementation's assert, not a verdict
                 raise ImplementationAssertion(f"AssertionError in adapter.{name}: {exc}") from exc
             raise
+        if os.getpid() != interrupts.pid:  # a process the method forked: it must not run on
+            os._exit(0)  # through the rest of the session (the parent reports the clause)
         for label, tensor, copy in before:
             if not _unchanged(copy, tensor):
                 check.deviates(f"adapter.{name} modified its input in place ({label})")
+        _check_return(name, result)
+        if isinstance(result, Tensor) and name in TENSOR_OUTPUTS:
+            _check_not_reused(name, result, arguments, returned)
         if name in TENSOR_OUTPUTS:
             placement = _placement(arguments)
             if placement is not None:
@@ -106,6 +129,117 @@ def guarded(check: Check, name: str, method: Callable[..., Any]) -> Callable[...
         return result
 
     return call
+
+
+def _is_tensor(value: object) -> bool:
+    return isinstance(value, Tensor)
+
+
+def _is_ids(value: object) -> bool:
+    if isinstance(value, Tensor):
+        return value.dim() == 1 and not value.is_floating_point()
+    return isinstance(value, (list, tuple)) and all(
+        isinstance(t, int) and not isinstance(t, bool) for t in value)
+
+
+def _is_number(value: object) -> bool:
+    if isinstance(value, Tensor):
+        return value.numel() == 1
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_parameters(value: object) -> bool:
+    return isinstance(value, Mapping) and all(
+        isinstance(k, str) and isinstance(v, Tensor) for k, v in value.items())
+
+
+RETURNS: dict[str, tuple[Callable[[object], bool], str]] = {
+    "model": (lambda v: isinstance(v, nn.Module), "a torch.nn.Module"),
+    "load": (lambda v: isinstance(v, nn.Module), "a torch.nn.Module"),
+    "multi_head": (lambda v: isinstance(v, nn.Module), "a torch.nn.Module"),
+    "feed_forward": (lambda v: isinstance(v, nn.Module), "a torch.nn.Module"),
+    "parameters": (_is_parameters, "a dict of canonical name -> Tensor"),
+    "positional_encoding": (_is_tensor, "a tensor [length, d_model]"),
+    "decoder_input": (_is_tensor, "a tensor of ids [B, T]"),
+    "greedy": (_is_tensor, "a tensor of ids [B, <= max_len]"),
+    "forward": (_is_tensor, "a tensor of logits [B, T, V]"),
+    "incremental_logits": (_is_tensor, "a tensor of logits [B, T, V]"),
+    "beam_search": (_is_ids, "a list of int token ids"),
+    "length_penalty": (_is_number, "a number"),
+    "lr_schedule": (callable, "a function of the step"),
+    "optimizer": (lambda v: isinstance(v, torch.optim.Optimizer), "a torch.optim.Optimizer"),
+}
+"""What each adapter method must return (see :mod:`spec.adapter`), beyond the tensors of
+:data:`TENSOR_OUTPUTS`: anything else is an ERROR naming the method, not a confusing failure
+wherever the suite first uses the value."""
+
+
+def _check_return(name: str, result: object) -> None:
+    if name in RETURNS and not RETURNS[name][0](result):
+        raise ImplementationError(f"adapter.{name} returned {type(result).__name__}, expected "
+                                  f"{RETURNS[name][1]}")
+
+
+def _check_not_reused(name: str, result: Tensor, arguments: list[tuple[str, Any]],
+                      returned: list[tuple[weakref.ref[Tensor], int, complex]]) -> None:
+    """ERROR if ``result`` is the memory of an earlier result of the same method, still held by
+    the caller, whose values it has overwritten (an output buffer reused across calls): every
+    earlier result would silently change under the suite. A result that is one of the call's
+    inputs, or equal to the earlier one, is fine."""
+    if result.device.type == "meta" or result.layout != torch.strided:
+        return
+    where = result.untyped_storage().data_ptr()
+    inputs = {_storage(t) for label, value in arguments for _, t in _tensors(label, value)}
+    for ref, pointer, fingerprint in returned:
+        earlier = ref()
+        if (earlier is not None and pointer == where and where not in inputs
+                and _fingerprint(earlier) != fingerprint):
+            raise ImplementationError(
+                f"adapter.{name} returned the memory of an earlier result again, overwriting "
+                "it (an output buffer reused across calls): return a new tensor each call")
+    returned[:] = [r for r in returned if r[0]() is not None][-7:]
+    returned.append((weakref.ref(result), where, _fingerprint(result)))
+
+
+def _fingerprint(t: Tensor) -> complex:
+    """A cheap summary of a tensor's values (their sum, and their sum weighted by position)."""
+    flat = t.detach().reshape(-1).to(torch.float64)
+    weights = torch.arange(1, flat.numel() + 1, dtype=torch.float64, device=flat.device)
+    return complex(float(flat.nan_to_num().sum()), float((flat.nan_to_num() * weights).sum()))
+
+
+class ImplementationError(Exception):
+    """Something an adapter method must not do, which would otherwise end or derail the run (a
+    ``KeyboardInterrupt`` it raised itself): ERROR for the clause, naming the method."""
+
+
+class _Interrupts:
+    """Tells a Ctrl-C (a real ``SIGINT``, which stops the run) from a ``KeyboardInterrupt`` an
+    implementation raises (an ERROR of the clause); and which process is the session's."""
+
+    def __init__(self) -> None:
+        self.by_user = False
+        self.pid = os.getpid()
+
+    def handler(self, signum: int, frame: object) -> None:
+        self.by_user = True
+        raise KeyboardInterrupt
+
+    def install(self) -> Callable[[], None]:
+        """Handle ``SIGINT`` (in the main thread, where Python handles signals); returns what
+        restores the previous handler."""
+        self.pid = os.getpid()
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+        previous = signal.signal(signal.SIGINT, self.handler)
+
+        def restore() -> None:
+            signal.signal(signal.SIGINT, previous)
+
+        return restore
+
+
+interrupts = _Interrupts()
 
 
 class ImplementationAssertion(Exception):

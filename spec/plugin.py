@@ -8,9 +8,12 @@ stays silent in runs that collect no clause test.
 from __future__ import annotations
 
 import contextlib
+import importlib
+import json
 import math
 import os
 import platform
+import threading
 import zlib
 from collections.abc import Generator, Iterator
 from typing import Any
@@ -18,11 +21,11 @@ from typing import Any
 import pytest
 import torch
 
-from . import __version__, report, strategies, timeout
+from . import __version__, progress, report, strategies, timeout
 from .adapter import ENV_VAR, Adapter, AdapterError, NotProvided, load_adapter
 from .check import Check, Deviation, Env
 from .clauses import CLAUSES
-from .guard import ImplementationAssertion
+from .guard import ImplementationAssertion, ImplementationError, interrupts
 from .tolerances import tolerance
 from .verdicts import Outcome, Verdict
 
@@ -107,6 +110,20 @@ class ConformancePlugin:
         if config.getoption("usepdb", False) or config.getoption("trace", False):
             self.timeout = 0.0  # a debugging session must not be interrupted
         self.timeout_warned = False
+        self.runs_tests = hasattr(config, "workerinput") or not getattr(
+            config.option, "numprocesses", None
+        )  # this process runs tests (not an xdist controller)
+        self.stopped: str | None = None  # why the session ended early, if it did
+        self.exitstatus: int | None = None
+        self.restore_sigint = interrupts.install()
+        prior, self.skip = resumed()
+        self.prior_failed = False
+        if not hasattr(config, "workerinput"):
+            self.outcomes.extend(prior)  # a resumed run's report covers the earlier attempts
+            self.prior_failed = any(
+                o.verdict is Verdict.ERROR or (o.verdict is Verdict.DEVIATES and not o.expected)
+                for o in prior
+            )
 
     def load(self) -> Adapter:
         """The adapter under test, loaded once; a bad ``--impl`` stops the run with its reason,
@@ -127,8 +144,24 @@ class ConformancePlugin:
         return self.adapter
 
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        if self.skip:  # a resumed run: the tests an earlier attempt finished are not run again
+            done = [item for item in items if item.nodeid in self.skip]
+            items[:] = [item for item in items if item.nodeid not in self.skip]
+            self.config.hook.pytest_deselected(items=done)
         if any(item.get_closest_marker("clause") for item in items):
             self.load()
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_setup(self, item: pytest.Item) -> None:
+        marker = item.get_closest_marker("clause")
+        if marker is not None:
+            progress.record("start", test=item.nodeid, clause=marker.args[0], limit=self.timeout,
+                            tid=threading.get_native_id(), waited=timeout.waited())
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_runtest_logfinish(self, nodeid: str) -> None:
+        if self.runs_tests:
+            progress.record("finish", test=nodeid)
 
     # -- per test ---------------------------------------------------------------------------
     @pytest.hookimpl(wrapper=True, trylast=True)
@@ -163,7 +196,9 @@ class ConformancePlugin:
             outcome.expected = self.expected[outcome.clause]
             rep.outcome = "skipped"
             rep.wasxfail = f"expected deviation: {outcome.expected}"
+        cap_output(rep)
         rep.user_properties.append((PROPERTY, outcome.to_json()))
+        progress.record("outcome", test=item.nodeid, outcome=outcome.to_json())
 
     def _outcome(
         self, item: pytest.Item, call: pytest.CallInfo[None], rep: pytest.TestReport, cid: str
@@ -202,17 +237,58 @@ class ConformancePlugin:
             return Outcome(
                 cid, Verdict.DEVIATES, first[0] if first else "assertion failed", test=test
             )
-        if isinstance(excinfo.value, ImplementationAssertion):
-            reason = str(excinfo.value).strip().splitlines()[0]
+        named = _found_in(excinfo.value, (ImplementationAssertion, ImplementationError))
+        if named is not None:  # hypothesis may wrap it (a flaky failure, an exception group)
+            reason = str(named).strip().splitlines()[0]
         else:
             reason = f"{excinfo.typename}: {excinfo.value}".strip().splitlines()[0]
+        not_run = self._not_checked(item, cid)
+        if not_run is not None:
+            return Outcome(cid, Verdict.NOT_PROVIDED, not_run, test=test)
         where = "while setting up the test" if rep.when == "setup" else "raised"
         return Outcome(cid, Verdict.ERROR, f"{where}: {reason}", test=test)
+
+    def _not_checked(self, item: pytest.Item, cid: str) -> str | None:
+        """Why a test that raised checked nothing, if the model does not run at all where the
+        test ran it (the dtype and device of its ``env``, else CPU float64): the other runs
+        of the clause then decide, and practice/devices-dtypes reports the failure."""
+        if self.adapter is None or cid == "practice/devices-dtypes":
+            return None
+        callspec = getattr(item, "callspec", None)
+        device, dtype = (callspec.params.get("env") if callspec else None) or ("cpu",
+                                                                                torch.float64)
+        from spec.suite.helpers.dtype_probe import fails_in
+
+        why = fails_in(self.adapter, device, dtype)
+        if why is None:
+            return None
+        name = str(dtype).removeprefix("torch.")
+        return (f"not checked in {name} on {device}: the model does not run there ({why}); "
+                "practice/devices-dtypes reports it")
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         for name, value in report.user_properties:
             if name == PROPERTY and isinstance(value, dict):
                 self.outcomes.append(Outcome.from_json(value))
+        if report.when == "???" and report.failed:  # pytest-xdist: the worker running it died
+            cid = clause_of(report.nodeid)
+            if cid is not None:
+                self.outcomes.append(Outcome(cid, Verdict.ERROR, ended_abruptly(report.nodeid),
+                                             test=report.nodeid))
+
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        if self.prior_failed and exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = exitstatus = pytest.ExitCode.TESTS_FAILED  # an earlier attempt's
+        self.exitstatus = int(exitstatus)
+        if exitstatus == pytest.ExitCode.INTERRUPTED:
+            self.stopped = "interrupted (KeyboardInterrupt)"
+        elif session.shouldfail or session.shouldstop:
+            self.stopped = f"stopped early ({session.shouldfail or session.shouldstop})"
+
+    def pytest_unconfigure(self, config: pytest.Config) -> None:
+        self.restore_sigint()
+        if not hasattr(config, "workerinput"):
+            progress.record("done", exitstatus=self.exitstatus)
 
     # -- the report -------------------------------------------------------------------------
     def environment(self) -> dict[str, str]:
@@ -234,7 +310,7 @@ class ConformancePlugin:
 
     def build_report(self) -> report.Report:
         name = self.adapter.name if self.adapter is not None else self.impl or "reference"
-        return report.build(name, self.outcomes, self.environment())
+        return report.build(name, self.outcomes, self.environment(), stopped=self.stopped)
 
     @pytest.hookimpl(trylast=True)
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
@@ -260,12 +336,26 @@ class ConformancePlugin:
 def _timeout_in(exc: BaseException | None) -> timeout.Timeout | None:
     """The :class:`~spec.timeout.Timeout` that ``exc`` is, or that it was raised while handling
     (``__context__``, ``__cause__``), if any."""
+    found = _found_in(exc, (timeout.Timeout,))
+    return found if isinstance(found, timeout.Timeout) else None
+
+
+def _found_in(exc: BaseException | None, kinds: tuple[type[BaseException], ...]
+              ) -> BaseException | None:
+    """The first exception of ``kinds`` that ``exc`` is, was raised while handling
+    (``__context__``, ``__cause__``) or groups (hypothesis's flaky failures and exception
+    groups hold the errors of each example), if any."""
     seen: set[int] = set()
-    while exc is not None and id(exc) not in seen:
-        if isinstance(exc, timeout.Timeout):
-            return exc
-        seen.add(id(exc))
-        exc = exc.__cause__ or exc.__context__
+    todo = [exc]
+    while todo:
+        current = todo.pop(0)
+        if current is None or id(current) in seen:
+            continue
+        if isinstance(current, kinds):
+            return current
+        seen.add(id(current))
+        todo += [current.__cause__, current.__context__,
+                 *getattr(current, "exceptions", ())]
     return None
 
 
@@ -364,6 +454,7 @@ def _isolate(request: pytest.FixtureRequest) -> Iterator[None]:
         torch.is_grad_enabled(),
         torch.are_deterministic_algorithms_enabled(),
         torch.get_num_threads(),
+        torch.get_default_device(),
     )
     with torch.random.fork_rng(devices=cuda):
         torch.manual_seed(seed_of(request.node))
@@ -375,3 +466,68 @@ def _isolate(request: pytest.FixtureRequest) -> Iterator[None]:
             torch.set_grad_enabled(saved[1])
             torch.use_deterministic_algorithms(saved[2])
             torch.set_num_threads(saved[3])
+            torch.set_default_device(saved[4])
+
+
+CAPTURE_LIMIT = 20_000
+"""Characters of captured output, and of a failure's text, kept per clause test (an
+implementation printing megabytes per call must not flood the terminal or the report)."""
+
+
+def cap_output(rep: pytest.TestReport) -> None:
+    """Cut the captured output sections and the failure text of ``rep`` to
+    :data:`CAPTURE_LIMIT` characters each, saying how much was cut."""
+
+    def cut(text: str) -> str:
+        if len(text) <= CAPTURE_LIMIT:
+            return text
+        return (f"{text[:CAPTURE_LIMIT]}\n... [attention-spec: {len(text) - CAPTURE_LIMIT} more "
+                "characters cut]")
+
+    rep.sections = [(title, cut(content)) for title, content in rep.sections]
+    if rep.longrepr is not None and len(str(rep.longrepr)) > CAPTURE_LIMIT:
+        rep.longrepr = cut(str(rep.longrepr))
+
+
+# -- runs cut short ---------------------------------------------------------------------------
+PRIOR_VAR = "ATTENTION_SPEC_RESUME"
+"""A JSON file ``{"outcomes": [...], "done": [node ids]}`` from the supervisor of ``python -m
+spec`` (:mod:`spec.cli`): a run resumed after a crash reports the earlier attempts' outcomes and
+does not run their tests again."""
+
+
+def resumed() -> tuple[list[Outcome], set[str]]:
+    """The outcomes and finished tests of the earlier attempts of a resumed run."""
+    path = os.environ.get(PRIOR_VAR)
+    if not path:
+        return [], set()
+    with open(path, encoding="utf-8") as f:
+        data = json.load(f)
+    return [Outcome.from_json(o) for o in data["outcomes"]], set(data["done"])
+
+
+def clause_of(nodeid: str) -> str | None:
+    """The clause a suite test checks, from its node id alone (what pytest-xdist's controller
+    has of a test whose worker died); None for a test outside the suite."""
+    path, _, name = nodeid.partition("::")
+    module_name = os.path.basename(path).removesuffix(".py")
+    if not module_name.startswith("test_"):
+        return None
+    try:
+        module = importlib.import_module(f"spec.suite.{module_name}")
+    except ImportError:
+        return None
+    function = getattr(module, name.split("[", 1)[0], None)
+    for mark in getattr(function, "pytestmark", []):
+        if mark.name == "clause" and mark.args:
+            return str(mark.args[0])
+    return None
+
+
+def ended_abruptly(nodeid: str) -> str:
+    """The reason given for a test whose process died: the supervisor's, if it ended it."""
+    for event in reversed(progress.read(os.environ.get(progress.ENV_VAR) or os.devnull)):
+        if event["event"] == "killed" and event.get("test") == nodeid:
+            return str(event["reason"])
+    return ("the process running this test ended abruptly (os._exit, a signal, or a crash in "
+            "native code); the run went on without it")

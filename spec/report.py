@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import html
 import json
 import os
+import re
 import textwrap
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -22,6 +24,9 @@ class Report:
     implementation: str
     clauses: list[ClauseResult]
     environment: dict[str, str]
+    stopped: str | None = None
+    """Why the run ended before every selected test ran (interrupted, ``-x``...), if it did:
+    the report is then incomplete, and says so in every format."""
 
     def counts(self) -> dict[str, int]:
         """How many clauses got each verdict."""
@@ -33,12 +38,24 @@ class Report:
             "implementation": self.implementation,
             "environment": self.environment,
             "summary": self.counts(),
+            "complete": self.stopped is None,
+            "stopped": self.stopped,
             "clauses": [c.to_json() for c in self.clauses],
         }
 
+    def incomplete(self) -> str | None:
+        """The line every format shows for a run that did not finish, else None."""
+        if self.stopped is None:
+            return None
+        return (f"INCOMPLETE: the run was {self.stopped}; clauses after that point have no "
+                "verdict, and the summary counts only those that ran")
+
 
 def build(
-    implementation: str, outcomes: Iterable[Outcome], environment: Mapping[str, str]
+    implementation: str,
+    outcomes: Iterable[Outcome],
+    environment: Mapping[str, str],
+    stopped: str | None = None,
 ) -> Report:
     """Combine per-test outcomes into one result per clause, in paper order.
 
@@ -72,13 +89,15 @@ def build(
                 tests=len(by_clause[cid]),
             )
         )
-    return Report(implementation, results, dict(environment))
+    return Report(implementation, results, dict(environment), stopped)
 
 
 def table(report: Report, width: int = 100) -> str:
     """The terminal table, grouped by paper section."""
-    lines = [f"Conformance of {report.implementation!r} to 'Attention Is All You Need'"]
+    lines = [f"Conformance of {printable(report.implementation)!r} to 'Attention Is All You Need'"]
     lines.append("  " + ", ".join(f"{k} {v}" for k, v in report.environment.items()))
+    if report.incomplete():
+        lines.append(f"  {report.incomplete()}")
     by_section: dict[str, list[ClauseResult]] = {}
     for c in report.clauses:
         by_section.setdefault(c.section, []).append(c)
@@ -92,13 +111,31 @@ def table(report: Report, width: int = 100) -> str:
             verdict = c.verdict.value + (" (expected)" if c.expected else "")
             indent = 2 + id_width + 2 + 13 + 2
             wrapped = textwrap.wrap(
-                " ".join(_describe(c).split()), max(width - indent, 30), max_lines=4
+                printable(_describe(c)), max(width - indent, 30), max_lines=4
             ) or [""]
             lines.append(f"  {c.id:<{id_width}}  {verdict:<13}  {wrapped[0]}")
             lines.extend(" " * indent + more for more in wrapped[1:])
     lines.append("")
     lines.append("Summary: " + ", ".join(f"{n} {v}" for v, n in report.counts().items() if n))
+    if report.incomplete():
+        lines.append("INCOMPLETE: see above")
     return "\n".join(lines)
+
+
+def printable(text: str) -> str:
+    """Text from the implementation made safe for a terminal: whitespace runs (newlines,
+    carriage returns, tabs) become one space, other control characters (escape sequences)
+    are shown as ``\\xNN``."""
+    text = " ".join(text.split())
+    return "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" for ch in text)
+
+
+def md_escape(text: str) -> str:
+    """Text from the implementation made inert in Markdown and HTML: one line (so it can start
+    no heading, list or quote), HTML escaped, and the characters that mean something mid-line
+    (emphasis, code, links, table cells, strike-through) backslash-escaped."""
+    text = html.escape(printable(text), quote=False)
+    return re.sub(r"([\\`*_\[\]|~])", r"\\\1", text)
 
 
 def _describe(c: ClauseResult) -> str:
@@ -116,9 +153,11 @@ def _describe(c: ClauseResult) -> str:
 
 def markdown(report: Report) -> str:
     """The report as a Markdown document."""
-    out = [f"# Conformance of `{report.implementation}`", ""]
-    out.append(", ".join(f"{k} `{v}`" for k, v in report.environment.items()))
+    out = [f"# Conformance of {md_escape(report.implementation)}", ""]
+    out.append(", ".join(f"{k} {md_escape(v)}" for k, v in report.environment.items()))
     out.append("")
+    if report.incomplete():
+        out += [f"**{md_escape(report.incomplete() or '')}**", ""]
     out.append("| " + " | ".join(f"{v} {n}" for v, n in report.counts().items()) + " |")
     out.append("|" + "---|" * len(Verdict))
     out.append("")
@@ -128,8 +167,7 @@ def markdown(report: Report) -> str:
             continue
         out += [f"## {section} {title}", "", "| clause | verdict | reason |", "|---|---|---|"]
         for c in rows:
-            reason = _describe(c).replace("|", "\\|").replace("\n", " ")
-            out.append(f"| `{c.id}` | {c.verdict.value} | {reason} |")
+            out.append(f"| `{c.id}` | {c.verdict.value} | {md_escape(_describe(c))} |")
         out.append("")
     return "\n".join(out)
 

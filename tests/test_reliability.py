@@ -10,8 +10,10 @@ verdict the reference gets on the same modules.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import os
 import signal
 import sys
 import threading
@@ -335,7 +337,7 @@ def test_the_time_limit_option(run, monkeypatch: pytest.MonkeyPatch) -> None:
 def test_a_negative_time_limit_is_a_usage_error(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest_inprocess("--pyargs", ATTENTION, "--spec-timeout", "-1")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*--spec-timeout must be 0 (no limit) or more*"])
+    result.stderr.fnmatch_lines(["*--spec-timeout must be a number of seconds, 0 (no limit) or more*"])
 
 
 # -- spec.timeout --------------------------------------------------------------------------------
@@ -362,6 +364,37 @@ def test_limit_fires_again_when_the_first_timeout_is_swallowed() -> None:
                 if caught > 1:
                     raise
     assert caught == 2
+
+
+def test_time_spent_waiting_for_a_cpu_is_not_counted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The limit counts the test's own time: a thread that waited for a CPU held by other
+    processes (here: said to have waited 0.1 s more than the wall time) is not timed out, and
+    is once it has had its time."""
+    start = timeout.waited()
+    assert start >= 0 and timeout.waited_in(os.getpid(), threading.get_native_id()) >= start
+    waits = iter([start, start + 0.4])
+    monkeypatch.setattr(timeout, "waited", lambda tid=None: next(waits, start + 0.4))
+    with timeout.limit(0.3):
+        threading.Event().wait(0.45)  # 0.45 s of wall time, 0.05 s of its own: no timeout
+    waits = iter([start])
+    with pytest.raises(timeout.Timeout), timeout.limit(0.2):
+        threading.Event().wait(30)
+    assert timeout.waited_in(0, 0) == 0.0  # no such process: no waiting to subtract
+
+
+def test_an_escape_from_the_alarm_is_caught() -> None:
+    """A block that cancels the timer is still interrupted (the watchdog signals again); one
+    that swallows the Timeout is stopped by the next :func:`spec.timeout.check`."""
+    with pytest.raises(timeout.Timeout), timeout.limit(0.2):
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        threading.Event().wait(30)
+    with timeout.limit(0.1):
+        timeout.check()  # in time: nothing happens
+        with contextlib.suppress(timeout.Timeout):
+            threading.Event().wait(30)
+        with pytest.raises(timeout.Timeout):
+            timeout.check()
+    timeout.check()  # no limit in force: nothing happens
 
 
 def test_unavailable_says_why() -> None:
