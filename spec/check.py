@@ -115,16 +115,20 @@ class Check:
         if all(n != name for n, _ in self.variants):
             self.variants.append((name, reason))
 
-    def deviates(self, summary: str, diagnosis: str | None = None) -> NoReturn:
-        """Fail the clause: ``summary`` says what is wrong, ``diagnosis`` names the bug."""
+    def deviates(self, summary: str, diagnosis: str | None = None,
+                 criterion: str | None = None) -> NoReturn:
+        """Fail the clause: ``summary`` says what is wrong, ``diagnosis`` names the bug,
+        ``criterion`` the pass criterion that failed (where a number decides)."""
         c = self.clause
         lines = [f"{c.id} DEVIATES: {summary}", f"  clause: {c.title}. {c.statement}"]
         if c.equation:
             lines.append(f"  equation: {c.equation}")
         if diagnosis:
             lines.append(f"  diagnosis: {diagnosis}")
+        if criterion:
+            lines.append(f"  criterion: {criterion}")
         lines.append(f"  reproduce: {self.reproduce}")
-        raise Deviation("\n".join(lines), summary, diagnosis)
+        raise Deviation("\n".join(lines), summary, diagnosis, criterion)
 
     def expect(self, condition: bool, summary: str, diagnosis: str | None = None) -> None:
         """:meth:`deviates` unless ``condition`` holds."""
@@ -186,6 +190,8 @@ class Check:
             f"{what} differs from the paper's equation by {ratio:.3g} times the tolerance "
             f"(rtol={tol.rtol:g}, atol={tol.atol:g})",
             found,
+            f"|actual - expected| <= atol + rtol |expected| everywhere, rtol={tol.rtol:g}, "
+            f"atol={tol.atol:g} ({tol.why})",
         )
 
 

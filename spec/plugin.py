@@ -190,6 +190,12 @@ class ConformancePlugin:
         outcome = self._outcome(item, call, rep, marker.args[0])
         if outcome is None:
             return
+        if outcome.verdict in (Verdict.DEVIATES, Verdict.ERROR):  # where, and how to rerun it
+            env = getattr(getattr(item, "callspec", None), "params", {}).get("env")
+            outcome.run = f"{env[0]} {str(env[1]).removeprefix('torch.')}" if env else None
+            check = item.stash.get(CHECK_KEY, None)
+            outcome.reproduce = check.reproduce if check is not None else reproduce(
+                item, self.impl)
         # an expected deviation excuses a DEVIATES only: an ERROR (a crash, a timeout) is not
         # the deviation that was declared
         if outcome.verdict == Verdict.DEVIATES and outcome.clause in self.expected:
@@ -231,7 +237,8 @@ class ConformancePlugin:
             return Outcome(cid, Verdict.ERROR, str(timed_out), test=test)
         if isinstance(excinfo.value, Deviation):
             dev = excinfo.value
-            return Outcome(cid, Verdict.DEVIATES, dev.summary, diagnosis=dev.diagnosis, test=test)
+            return Outcome(cid, Verdict.DEVIATES, dev.summary, diagnosis=dev.diagnosis, test=test,
+                           criterion=dev.criterion)
         if isinstance(excinfo.value, AssertionError):
             first = str(excinfo.value).strip().splitlines()
             return Outcome(
@@ -331,6 +338,11 @@ class ConformancePlugin:
         for path in (json_path, md_path):
             if path:
                 terminalreporter.write_line(f"conformance report written to {path}")
+
+
+def reproduce(item: pytest.Item, impl: str | None) -> str:
+    """The command that reruns one clause test against the same implementation."""
+    return f"pytest '{item.path}::{item.name}' --impl {impl or 'reference'}"
 
 
 def _timeout_in(exc: BaseException | None) -> timeout.Timeout | None:
@@ -434,10 +446,7 @@ def clause(request: pytest.FixtureRequest, adapter: Adapter) -> Check:
     cid = marker.args[0]
     if cid not in CLAUSES:
         raise pytest.UsageError(f"{request.node.nodeid} names unregistered clause {cid!r}")
-    plugin = _plugin(request.config)
-    impl = plugin.impl or "reference"
-    reproduce = f"pytest '{request.node.path}::{request.node.name}' --impl {impl}"
-    check = Check(CLAUSES[cid], adapter, reproduce)
+    check = Check(CLAUSES[cid], adapter, reproduce(request.node, _plugin(request.config).impl))
     request.node.stash[CHECK_KEY] = check
     return check
 

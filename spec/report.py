@@ -16,6 +16,18 @@ from .verdicts import ClauseResult, Outcome, Verdict, combine
 
 FORMAT = "attention-spec-report/1"
 
+SITE_URL = os.environ.get("ATTENTION_SPEC_SITE_URL", "").rstrip("/")
+"""The documentation site's base URL, set once (``$ATTENTION_SPEC_SITE_URL``): each clause's
+link is ``SITE_URL/clauses/<section>/#<name>``; without it the link is relative to the site's
+root (``clauses/3.2.1/#eq1``), as the site built by ``nox -s docs`` lays its pages out."""
+
+
+def link(clause_id: str) -> str:
+    """The clause's page and anchor on the documentation site."""
+    section, _, name = clause_id.partition("/")
+    path = f"clauses/{section}/#{name}"
+    return f"{SITE_URL}/{path}" if SITE_URL else path
+
 
 @dataclasses.dataclass
 class Report:
@@ -87,6 +99,10 @@ def build(
                 diagnosis=o.diagnosis,
                 expected=o.expected,
                 tests=len(by_clause[cid]),
+                run=o.run,
+                criterion=o.criterion,
+                reproduce=o.reproduce,
+                link=link(cid),
             )
         )
     return Report(implementation, results, dict(environment), stopped)
@@ -116,10 +132,33 @@ def table(report: Report, width: int = 100) -> str:
             lines.append(f"  {c.id:<{id_width}}  {verdict:<13}  {wrapped[0]}")
             lines.extend(" " * indent + more for more in wrapped[1:])
     lines.append("")
+    failing = [c for c in report.clauses if c.verdict in (Verdict.DEVIATES, Verdict.ERROR)]
+    if failing:
+        lines += ["", "Details of the clauses that deviate or err:"]
+        for c in failing:
+            lines.append(f"  {c.id} {printable(c.title)}: {c.verdict.value}")
+            lines += [f"    {key}: {value}" for key, value in details(c)]
+    lines.append("")
     lines.append("Summary: " + ", ".join(f"{n} {v}" for v, n in report.counts().items() if n))
     if report.incomplete():
         lines.append("INCOMPLETE: see above")
     return "\n".join(lines)
+
+
+def details(c: ClauseResult) -> list[tuple[str, str]]:
+    """What a reader needs to act on a clause that deviates or errs, in every format: the run
+    that failed, what was measured against which criterion, the diagnosis ("cause unknown"
+    when no known bug matches), how to rerun it, and the clause's page."""
+    out = [("run", c.run or "not parametrised (see the test)"),
+           ("measured", printable(c.reason))]
+    if c.criterion:
+        out.append(("criterion", printable(c.criterion)))
+    if c.verdict is Verdict.DEVIATES:
+        out.append(("diagnosis", printable(c.diagnosis or "cause unknown")))
+    if c.reproduce:
+        out.append(("reproduce", printable(c.reproduce)))
+    out.append(("clause", c.link or link(c.id)))
+    return out
 
 
 def printable(text: str) -> str:
@@ -165,10 +204,21 @@ def markdown(report: Report) -> str:
         rows = [c for c in report.clauses if c.section == section]
         if not rows:
             continue
-        out += [f"## {section} {title}", "", "| clause | verdict | reason |", "|---|---|---|"]
+        out += [f"## {section} {title}", "", "| clause | title | verdict | reason |",
+                "|---|---|---|---|"]
         for c in rows:
-            out.append(f"| `{c.id}` | {c.verdict.value} | {md_escape(_describe(c))} |")
+            out.append(f"| [`{c.id}`]({c.link or link(c.id)}) | {md_escape(c.title)} | "
+                       f"{c.verdict.value} | {md_escape(_describe(c))} |")
         out.append("")
+    failing = [c for c in report.clauses if c.verdict in (Verdict.DEVIATES, Verdict.ERROR)]
+    if failing:
+        out += ["## Details of the clauses that deviate or err", ""]
+        for c in failing:
+            out += [f"### {c.id} {md_escape(c.title)}: {c.verdict.value}", ""]
+            for key, value in details(c):
+                shown = f"[{md_escape(value)}]({value})" if key == "clause" else md_escape(value)
+                out.append(f"- {key}: {shown}")
+            out.append("")
     return "\n".join(out)
 
 

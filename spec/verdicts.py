@@ -24,10 +24,12 @@ class Verdict(str, enum.Enum):
 class Deviation(AssertionError):
     """A clause is violated. ``diagnosis`` names the known bug that explains it, if one does."""
 
-    def __init__(self, message: str, summary: str, diagnosis: str | None = None) -> None:
+    def __init__(self, message: str, summary: str, diagnosis: str | None = None,
+                 criterion: str | None = None) -> None:
         super().__init__(message)
         self.summary = summary
         self.diagnosis = diagnosis
+        self.criterion = criterion  # the pass criterion that failed, where one number decides
 
 
 # How verdicts of several tests of one clause combine: the most severe wins.
@@ -51,6 +53,9 @@ class Outcome:
     diagnosis: str | None = None
     expected: str | None = None  # the user's reason, when the deviation was declared expected
     test: str = ""
+    run: str | None = None  # where the test ran ("cpu float64"), when it is parametrised so
+    criterion: str | None = None  # the pass criterion that failed
+    reproduce: str | None = None  # the command that reruns the test
 
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -75,6 +80,10 @@ class ClauseResult:
     diagnosis: str | None
     expected: str | None
     tests: int
+    run: str | None = None
+    criterion: str | None = None
+    reproduce: str | None = None
+    link: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

@@ -231,3 +231,42 @@ def test_reports_render_every_verdict() -> None:
     assert "[pre-norm]" in text and "Summary: " in text
     assert "raised: x \\| y" in report.markdown(rep)
     assert list(rep.counts()) == ["CONFORMS", "VARIANT", "DEVIATES", "NOT PROVIDED", "ERROR"]
+
+
+def test_every_report_format_explains_a_deviation(run, pytester: pytest.Pytester) -> None:
+    """Terminal, JSON and Markdown each give a failing clause its title, the run that failed,
+    the measured value, the criterion, the diagnosis, the command that reruns it and its
+    page on the site."""
+    md = pytester.path / "report.md"
+    result, report = run("--impl", "broken:no_scale", "--conformance-md", str(md))
+    scale = next(c for c in report["clauses"] if c["id"] == "3.2.1/scale")
+    assert scale["title"] == CLAUSES["3.2.1/scale"].title
+    assert scale["run"] in ("cpu float64", "cpu float32")
+    assert scale["criterion"].startswith("|actual - expected| <= atol + rtol |expected|")
+    assert scale["reproduce"].startswith("pytest '") and "--impl broken:no_scale" in scale["reproduce"]
+    assert scale["link"] == "clauses/3.2.1/#scale"
+    text = md.read_text()
+    for needle in (f"### 3.2.1/scale {CLAUSES['3.2.1/scale'].title.replace('_', chr(92) + '_')}",
+                   "- run: cpu", "- criterion: ", "- diagnosis: no-scale", "- reproduce: pytest",
+                   "- clause: [clauses/3.2.1/#scale](clauses/3.2.1/#scale)",
+                   "| [`3.2.1/scale`](clauses/3.2.1/#scale) |"):
+        assert needle in text, needle
+    result.stdout.fnmatch_lines(["*Details of the clauses that deviate or err:*",
+                                 "*3.2.1/scale Scores are scaled*DEVIATES*", "*run: cpu*",
+                                 "*criterion: |actual - expected|*", "*diagnosis: no-scale*",
+                                 "*reproduce: pytest*", "*clause: clauses/3.2.1/#scale*"])
+
+
+def test_a_deviation_without_a_known_bug_says_cause_unknown(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from spec import report
+    from spec.verdicts import Outcome, Verdict
+
+    monkeypatch.setattr(report, "SITE_URL", "https://example.org/spec")
+    rep = report.build("x", [Outcome("3.3/eq2", Verdict.DEVIATES, "off by 3x")], {})
+    (clause,) = rep.clauses
+    assert dict(report.details(clause))["diagnosis"] == "cause unknown"
+    assert clause.link == "https://example.org/spec/clauses/3.3/#eq2"
+    assert "- diagnosis: cause unknown" in report.markdown(rep)
+    assert "    diagnosis: cause unknown" in report.table(rep)
