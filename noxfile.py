@@ -43,6 +43,7 @@ def tests(session: nox.Session) -> None:
         "2",
         "--cov",
         "--cov-report=term",
+        "--durations=15",  # the slowest tests, so that a regression shows
         "tests",
         "spec/suite",
         *session.posargs,
