@@ -62,3 +62,28 @@ def test_docstring_clause_ids_become_links_outside_code() -> None:
     assert "``3.2.1/mask``" in linked
     assert "    mark(3.2.1/scale)" in linked
     assert "[3.3/eq2][clause-3.3-eq2]" in linked
+
+
+def test_every_paper_clause_links_its_section_of_the_paper() -> None:
+    """Each section the suite checks links its place in arXiv 1706.03762 (HTML anchor and PDF
+    page); only the practice clauses, which the paper does not state, have none."""
+    for cid, clause in S.CLAUSES.items():
+        link = S.paper_link(clause.section)
+        if clause.group == "paper":
+            assert link is not None, cid
+            assert "https://ar5iv.labs.arxiv.org/html/1706.03762#S" in link
+            assert "(https://arxiv.org/abs/1706.03762), page " in link
+        else:
+            assert link is None, cid
+
+
+def test_the_architecture_drawing_links_every_box_to_its_clause() -> None:
+    import architecture
+
+    drawing = architecture.svg("../", {"3.2.1/eq1": "DEVIATES"}, "x")
+    for cid in architecture.clauses():
+        assert cid in S.CLAUSES
+        assert f'href="{architecture.href(cid, "../")}"' in drawing
+    assert architecture.href("3.2.1/eq1", "../") == "../clauses/3.2.1/#eq1"
+    assert architecture.COLOURS["DEVIATES"] in drawing  # coloured by the verdict
+    assert "<script" not in drawing

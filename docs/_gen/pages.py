@@ -14,6 +14,7 @@ import mkdocs_gen_files
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+import architecture
 import sitedata as S
 
 
@@ -89,9 +90,12 @@ def clause_block(clause: S.Clause, rendered: dict[str, str]) -> Iterable[str]:
     yield ""
     yield f"## {S.md_text(cid)} · {S.md_text(clause.title)} {{ #{S.heading_id(cid)} }}"
     yield ""
-    group = "paper" if clause.group == "paper" else "practice (not in the paper)"
-    yield f'<p class="clause-meta">Clause <code>{cid}</code> · {group}</p>'
+    yield f'<p class="clause-meta">Clause <code>{cid}</code> · ' + (
+        "practice (not in the paper)</p>" if clause.group != "paper" else "paper</p>")
     yield ""
+    if S.paper_link(clause.section):
+        yield f"In the paper: {S.paper_link(clause.section)}."
+        yield ""
     yield S.md_text(clause.statement)
     yield ""
     if clause.equation:
@@ -182,7 +186,7 @@ def section_page(section: str, title: str, clauses: list[S.Clause]) -> str:
     lines = [f"# {S.md_text(S.section_label(section, title))}", ""]
     modules = sorted({t.module for c in clauses for t in TESTS.get(c.id, [])})
     where = ", ".join(f"[`{m}`][{m}]" for m in modules) or "no module yet"
-    paper = "Not in the paper" if section == "practice" else f"Section {section}"
+    paper = S.paper_link(section) or "Not in the paper"
     lines += [
         f"{paper} · {len(clauses)} clauses · tests in {where}.",
         "",
@@ -243,6 +247,14 @@ overview += [
     '"Conforms" counts CONFORMS and VARIANT. The [conformance matrix](../conformance.md) has '
     "the verdict of every clause.",
     "",
+    "## The model, clause by clause",
+    "",
+    "The architecture as the paper draws it (its Figure 1); every box links to the clause that "
+    "states it. The [conformance matrix](../conformance.md#the-model-clause-by-clause) colours "
+    "it by each implementation's verdicts.",
+    "",
+    architecture.svg("../"),
+    "",
 ]
 write("clauses/index.md", "\n".join(overview))
 
@@ -286,6 +298,14 @@ def matrix_page() -> str:
         out.append(f"| {label} | {counts} |")
         runs.append(f"- {label}: {environment_line(report)}.")
     out += ["", "The runs:", "", *runs]
+    out += ["", "## The model, clause by clause", "",
+            "The paper's Figure 1, each box coloured by the verdict of the clause it links to.",
+            ""]
+    for impl, label in labels.items():
+        if REPORTS[impl] is None:
+            continue
+        verdicts = {cid: r["verdict"] for cid, r in RESULTS[impl].items()}
+        out += [f'=== "{label}"', "", "    " + architecture.svg("../", verdicts, label), ""]
     out += [
         "",
         "## Matrix",
@@ -431,6 +451,8 @@ def library_page(impl: str, label: str) -> str:
         return "\n".join([*out, "This build did not run the suite against it.", ""])
     rows = [r for r in report["clauses"] if r["verdict"] != "CONFORMS"]
     counts = ", ".join(f"{n} {v}" for v, n in report.get("summary", {}).items() if n)
+    verdicts = {r["id"]: r["verdict"] for r in report["clauses"]}
+    out += [architecture.svg("../../", verdicts, label), ""]
     out += [
         f"Verdicts: {counts}. Every clause not listed below CONFORMS. `python -m spec --impl "
         f"{impl}` reproduces them (`pip install -e '.[matrix]'`); `tests/test_matrix.py` pins "

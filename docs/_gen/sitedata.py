@@ -62,6 +62,37 @@ ID_PATTERN = re.compile(
 """A clause id in free text (not inside quotes: ``"3.2.1/scale"`` in code stays as it is)."""
 
 
+PAPER = "https://arxiv.org/abs/1706.03762"
+"""The paper on arXiv (Vaswani et al., 2017)."""
+
+PAPER_SECTIONS: dict[str, tuple[str, str, int]] = {
+    "3.1": ("3.1", "S3.SS1", 3),
+    "3.2.1": ("3.2.1", "S3.SS2.SSS1", 4),
+    "3.2.2": ("3.2.2", "S3.SS2.SSS2", 4),
+    "3.2.3": ("3.2.3", "S3.SS2.SSS3", 5),
+    "3.3": ("3.3", "S3.SS3", 5),
+    "3.4": ("3.4", "S3.SS4", 5),
+    "3.5": ("3.5", "S3.SS5", 6),
+    "5.3": ("5.3", "S5.SS3", 7),
+    "5.4": ("5.4", "S5.SS4", 7),
+    "6.1": ("6.1", "S6.SS1", 8),
+    "table3": ("Table 3", "S6.T3", 9),
+}
+"""Section id -> (how the paper names it, its anchor in arXiv's HTML rendering (ar5iv), its
+page in the arXiv PDF (v7))."""
+
+
+def paper_link(section: str) -> str | None:
+    """Markdown linking the paper's part that a section of the suite checks: its place in the
+    HTML rendering and its page in the PDF; None for the practice clauses."""
+    if section not in PAPER_SECTIONS:
+        return None
+    name, html_anchor, page = PAPER_SECTIONS[section]
+    where = f"§{name}" if name[0].isdigit() else name
+    return (f"[{where} of the paper](https://ar5iv.labs.arxiv.org/html/1706.03762#{html_anchor})"
+            f" ([arXiv:1706.03762]({PAPER}), page {page})")
+
+
 def anchor(clause_id: str) -> str:
     """The autorefs identifier and HTML id of a clause: ``3.2.1/eq1`` -> ``clause-3.2.1-eq1``."""
     return "clause-" + clause_id.replace("/", "-")
