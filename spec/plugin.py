@@ -203,6 +203,7 @@ class ConformancePlugin:
             rep.outcome = "skipped"
             rep.wasxfail = f"expected deviation: {outcome.expected}"
         cap_output(rep)
+        outcome.reason = clip(outcome.reason)
         rep.user_properties.append((PROPERTY, outcome.to_json()))
         progress.record("outcome", test=item.nodeid, outcome=outcome.to_json())
 
@@ -481,6 +482,17 @@ def _isolate(request: pytest.FixtureRequest) -> Iterator[None]:
 CAPTURE_LIMIT = 20_000
 """Characters of captured output, and of a failure's text, kept per clause test (an
 implementation printing megabytes per call must not flood the terminal or the report)."""
+
+
+REASON_LIMIT = 2_000
+"""Characters of a verdict's reason kept in the reports (an exception message can be huge)."""
+
+
+def clip(text: str) -> str:
+    """``text`` cut to :data:`REASON_LIMIT` characters, saying how much was cut."""
+    if len(text) <= REASON_LIMIT:
+        return text
+    return f"{text[:REASON_LIMIT]}... [{len(text) - REASON_LIMIT} more characters cut]"
 
 
 def cap_output(rep: pytest.TestReport) -> None:

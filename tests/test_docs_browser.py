@@ -226,7 +226,9 @@ def crawl(browser: Any, server: str, site: Path) -> Crawl:
               merror: document.querySelectorAll('mjx-merror').length,
               ids: Array.from(document.querySelectorAll('[id], a[name]'))
                    .map(e => e.id || e.getAttribute('name')),
-              links: Array.from(document.querySelectorAll('a[href]')).map(a => a.href),
+              links: Array.from(document.querySelectorAll('a[href]')).map(a =>
+                a.href.baseVal === undefined ? a.href   // an SVG link's href is not a string
+                  : new URL(a.href.baseVal, document.baseURI).href),
             })"""
         )
         visit.math, visit.rendered = state["math"], state["rendered"]
