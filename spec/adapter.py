@@ -5,17 +5,27 @@ conventions. The suite only ever talks to the adapter, in the paper's notation. 
 is optional: a method that is missing (or set to ``None``) makes the clauses that need it report
 NOT PROVIDED, naming the method.
 
+The methods the suite may call are listed in [`METHODS`][spec.adapter.METHODS] (their
+arguments with shapes, what they return, their rules), the optional declarations in
+[`ATTRIBUTES`][spec.adapter.ATTRIBUTES]. The documentation's page
+[The adapter protocol][adapter-protocol] is generated from them and from this docstring, with
+the clauses that use each method.
+
 Conventions at the boundary
 ---------------------------
 * Tensors are batch-first: ``[batch, length, features]``.
 * Masks are boolean, ``True`` = may attend / is a real token. An attention mask broadcasts to
   ``[batch, L_q, L_k]``; a padding mask is ``[batch, L]``.
 * Token ids are ``torch.long``.
-* Modules are ``torch.nn.Module``; the suite switches them with ``.train()`` / ``.eval()``.
+* Modules are ``torch.nn.Module``; the suite moves them to its device and dtype with ``.to()``
+  and switches them with ``.train()`` / ``.eval()``.
 * Weight layouts are the paper's, applied as ``x @ W`` (rows are input features).
 * Methods leave their tensor arguments unchanged (no in-place operations on them), and the
   methods that compute activations, attention weights or a loss return them in the dtype and
-  on the device of their inputs. :mod:`spec.guard` checks both on every call.
+  on the device of their inputs. [`spec.guard`][spec.guard] checks both on every call.
+* A method may raise [`NotProvided`][spec.adapter.NotProvided] for inputs it does not support
+  (a module that only does self-attention, given a ``memory``): the sub-checks that need them
+  are reported as not checked, and the rest of the clause is judged.
 
 Canonical parameter names
 -------------------------
@@ -23,18 +33,16 @@ Canonical parameter names
 keyed by these names (optional entries are simply absent when an implementation has no such
 parameter; their presence is how the suite recognises a named variant):
 
-=============================  ==========================  ========================================
-name                           shape                       paper
-=============================  ==========================  ========================================
-``W_Q``, ``W_K``               ``[h, d_model, d_k]``       W_i^Q, W_i^K (3.2.2)
-``W_V``                        ``[h, d_model, d_v]``       W_i^V
-``W_O``                        ``[h * d_v, d_model]``      W^O
-``b_Q``, ``b_K``, ``b_V``      ``[h, d_k]``                optional: variant ``projection-biases``
-``b_O``                        ``[d_model]``               optional: variant ``projection-biases``
-``W_1``, ``b_1``               ``[d_model, d_ff]``, ...    Eq. 2
-``W_2``, ``b_2``               ``[d_ff, d_model]``, ...    Eq. 2
-``gamma``, ``beta``            ``[d_model]``               LayerNorm gain and bias
-=============================  ==========================  ========================================
+| name | shape | paper |
+|---|---|---|
+| ``W_Q``, ``W_K`` | ``[h, d_model, d_k]`` | W_i^Q, W_i^K (3.2.2) |
+| ``W_V`` | ``[h, d_model, d_v]`` | W_i^V |
+| ``W_O`` | ``[h * d_v, d_model]`` | W^O |
+| ``b_Q``, ``b_K``, ``b_V`` | ``[h, d_k]`` | optional: variant ``projection-biases`` |
+| ``b_O`` | ``[d_model]`` | optional: variant ``projection-biases`` |
+| ``W_1``, ``b_1`` | ``[d_model, d_ff]``, ``[d_ff]`` | Eq. 2 |
+| ``W_2``, ``b_2`` | ``[d_ff, d_model]``, ``[d_model]`` | Eq. 2 |
+| ``gamma``, ``beta`` | ``[d_model]`` | LayerNorm gain and bias |
 
 A whole model prefixes them: ``encoder.{i}.self_attn.*``, ``encoder.{i}.norm_1.*`` (after
 self-attention), ``encoder.{i}.ffn.*``, ``encoder.{i}.norm_2.*``; ``decoder.{i}.self_attn.*``,
@@ -59,41 +67,6 @@ embedding and the positional encoding (variant ``embedding-norm`` of 3.5/added).
 never compares two models through a partial copy of their weights: when it needs a second
 model with the same weights it copies the whole ``state_dict`` where the two models' states
 have the same keys and shapes, and the canonical parameters otherwise.
-
-Declarations (protocol version 2)
----------------------------------
-Optional attributes that say what the implementation is; each has a default that describes the
-paper's model, so an adapter written for version 1 keeps working unchanged:
-
-* ``architecture``: ``"encoder-decoder"`` (default), ``"encoder-only"`` (no decoder: the
-  clauses about the decoder, cross-attention and decoding are NOT PROVIDED, with that reason)
-  or ``"attention-only"`` (only attention modules: clauses about stacks and the model are NOT
-  PROVIDED).
-* ``outputs``: what ``project`` and ``forward`` return: ``"logits"`` (default) or
-  ``"log-probs"`` (log-softmax already applied). The suite compares either after a
-  log-softmax, and reads probabilities from either.
-* ``not_provided``: capability name -> why it is missing (shown in the report).
-
-Rules every method follows
---------------------------
-* ``greedy(model, src, src_mask, config, max_len)`` returns ``[B, <= max_len]`` token ids
-  *without* the start symbol; a row ends at its first ``config.eos_id`` (what follows is
-  ignored); decoding starts from ``config.bos_id``.
-* ``beam_search(model, src [1, S], src_mask, config)`` returns the best hypothesis as a list of
-  ids without the start symbol, ending with ``eos_id`` unless the length limit cut it.
-* ``decode_incremental(model, y, memory, src_mask)`` computes the same ``[B, T, d_model]`` as
-  ``decode``, but one position at a time, feeding each step only the newest position's
-  embedding and the implementation's cache; ``incremental_logits(model, src, src_mask,
-  tgt_in)`` does the same from token ids to logits ``[B, T, V]`` (position and cache handled by
-  the implementation, as in its own decoding loop).
-* ``forward(model, src [B, S], tgt_in [B, T], src_mask [B, S]) -> [B, T, V]`` is the whole
-  model as its users call it (``tgt_in`` is already shifted right); the suite checks it against
-  the pieces and the oracle.
-* A model the implementation cannot build (a setting it does not support) raises from
-  ``model(config)``: the suite reports the setting refused, never a deviation.
-* A method may raise :class:`NotProvided` for inputs it does not support (a module that only
-  does self-attention, given a ``memory``): the sub-checks that need them are reported as not
-  checked, and the rest of the clause is judged.
 """
 
 from __future__ import annotations
@@ -108,11 +81,15 @@ import torch
 from torch import Tensor, nn
 
 __all__ = [
+    "ATTRIBUTES",
     "ENV_VAR",
+    "METHODS",
     "SHIPPED",
     "Adapter",
     "AdapterError",
+    "Attribute",
     "Config",
+    "Method",
     "NotProvided",
     "capability",
     "declared",
@@ -185,47 +162,346 @@ class AdapterError(Exception):
 class Adapter(Protocol):
     """What the suite may call. Only ``name`` is required; every method is optional.
 
-    Implementations usually subclass nothing: a plain class (or module) with some of these
-    methods is an adapter. The suite checks each method for presence before using it.
+    Implementations usually subclass nothing: a plain class (or module) with some of the
+    methods of [`METHODS`][spec.adapter.METHODS] is an adapter, and
+    [`ATTRIBUTES`][spec.adapter.ATTRIBUTES] lists what it may declare besides its ``name``.
+    The suite checks each method for presence before using it.
     """
 
     name: str
-    # not_provided: Mapping[str, str]   (optional: why each missing capability is missing)
 
-    # -- 3.2.1 scaled dot-product attention ------------------------------------------------
-    # attention(q [B,Lq,d_k], k [B,Lk,d_k], v [B,Lk,d_v], mask bool|None) -> [B,Lq,d_v]
-    # attention_weights(q, k, v, mask) -> [B,Lq,Lk]                          (optional)
-    # -- 3.2.2 multi-head attention ----------------------------------------------------------
-    # multi_head(d_model, h) -> Module
-    # multi_head_forward(module, x [B,Lq,d], memory [B,Lk,d] | None, mask) -> [B,Lq,d_model]
-    #     (memory None: self-attention, Q = K = V = x; otherwise Q = x and K = V = memory)
-    # -- 3.3 feed-forward ------------------------------------------------------------------
-    # feed_forward(d_model, d_ff) -> Module;  feed_forward_forward(module, x) -> same shape
-    # -- 3.5 positional encoding -------------------------------------------------------------
-    # positional_encoding(length, d_model) -> [length, d_model] (float64 if it can)
-    # -- the model ---------------------------------------------------------------------------
-    # model(config) -> Module
-    # parameters(module) -> dict[str, Tensor];  load_parameters(module, dict) -> None
-    # embed_source(model, src ids [B,S]) -> [B,S,d];  embed_target(model, tgt ids [B,T])
-    # encode(model, x [B,S,d], src_mask [B,S]) -> [B,S,d]            (the encoder stack)
-    # decode(model, y [B,T,d], memory [B,S,d], src_mask [B,S]) -> [B,T,d]  (causal inside)
-    # decode_incremental(model, y, memory, src_mask) -> [B,T,d]  (step by step, with a cache)
-    # project(model, y [B,T,d]) -> logits [B,T,V]
-    # decoder_input(tgt [B,T], bos_id) -> [B,T]    (the shifted-right decoder input)
-    # -- 5.3, 5.4, 6.1 -----------------------------------------------------------------------
-    # loss(logits [B,T,V], target [B,T], pad_id) -> scalar (the training loss, label smoothed)
-    # lr_schedule(d_model, warmup) -> Callable[[int], float]   (learning rate at step >= 1)
-    # optimizer(params) -> torch.optim.Optimizer
-    # beam_search(model, src [1,S], src_mask [1,S], config) -> list[int]
-    # greedy(model, src [B,S], src_mask [B,S], config, max_len) -> [B, <=max_len]
-    # length_penalty(length, alpha) -> float
-    # -- practice ----------------------------------------------------------------------------
-    # save(model, path) -> None;  load(path) -> Module
-    # -- protocol version 2 (optional) --------------------------------------------------------
-    # architecture: str  ("encoder-decoder" | "encoder-only" | "attention-only")
-    # outputs: str       ("logits" | "log-probs"): what project and forward return
-    # forward(model, src [B,S], tgt_in [B,T], src_mask [B,S]) -> [B,T,V]
-    # incremental_logits(model, src [B,S], src_mask [B,S], tgt_in [B,T]) -> [B,T,V]
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+    """One method of the adapter protocol: its arguments, what it returns, its rules.
+
+    ``arguments`` holds one ``(name, type and shape, meaning)`` triple per argument, in call
+    order; ``returns`` the type and shape of the result; ``does`` what the method computes,
+    ``rules`` what else the suite relies on (Markdown, in the paper's notation: ``B`` batch,
+    ``S`` / ``T`` source / target length, ``L_q`` / ``L_k`` query / key length, ``V`` target
+    vocabulary). ``group`` is the heading the method is listed under; ``version`` the protocol
+    version that added it.
+    """
+
+    name: str
+    group: str
+    arguments: tuple[tuple[str, str, str], ...]
+    returns: str
+    does: str
+    rules: tuple[str, ...] = ()
+    version: int = 1
+
+    @property
+    def signature(self) -> str:
+        """How the suite calls the method: ``attention(q, k, v, mask)``."""
+        return f"{self.name}({', '.join(name for name, _, _ in self.arguments)})"
+
+
+_ATTENTION = "Scaled dot-product attention (3.2.1)"
+_MODULES = "Multi-head attention, feed-forward network, positional encoding (3.2.2, 3.3, 3.5)"
+_MODEL = "The model and its weights"
+_PIECES = "The model's pieces (3.1, 3.4, 3.5)"
+_DECODING = "Decoding (6.1 and practice)"
+_TRAINING = "Training (5.3, 5.4)"
+_CHECKPOINTS = "Checkpoints"
+
+_MASK = ("mask", "bool tensor broadcastable to `[B, L_q, L_k]`, or `None`",
+         "`True` = the query may attend to the key; `None`: every query attends to every key")
+_QKV = (
+    ("q", "tensor `[B, L_q, d_k]`", "queries"),
+    ("k", "tensor `[B, L_k, d_k]`", "keys"),
+    ("v", "tensor `[B, L_k, d_v]`", "values (`d_v` may differ from `d_k`)"),
+    _MASK,
+)
+_MODEL_ARG = ("model", "`torch.nn.Module`", "a model from `model(config)`")
+_SRC = ("src", "long tensor `[B, S]`", "source token ids")
+_SRC_MASK = ("src_mask", "bool tensor `[B, S]`", "`True` = a real source token, `False` = padding")
+_TGT_IN = ("tgt_in", "long tensor `[B, T]`",
+           "the decoder input: the target already shifted right, starting with `bos_id`")
+_Y = ("y", "tensor `[B, T, d_model]`", "the embedded decoder input (from `embed_target`)")
+_MEMORY = ("memory", "tensor `[B, S, d_model]`", "the encoder output")
+_CONFIG = ("config", "[`Config`][spec.adapter.Config]", "the model's configuration")
+
+_METHODS = (
+    Method(
+        "attention", _ATTENTION, _QKV, "tensor `[B, L_q, d_v]`",
+        "Scaled dot-product attention, Eq. 1: `softmax(Q K^T / sqrt(d_k)) V`, with no "
+        "projection.",
+        ("A masked connection gets weight exactly 0, as if its score were -infinity: the keys and "
+         "values behind the mask must not change the output.",
+         "The suite's masks leave every query at least one key it may attend to."),
+    ),
+    Method(
+        "attention_weights", _ATTENTION, _QKV, "tensor `[B, L_q, L_k]`",
+        "The attention weights `softmax(Q K^T / sqrt(d_k))` of the same computation: for each "
+        "query, non-negative and summing to 1 over the keys.",
+        ("Optional even where `attention` exists: without it the suite reads the weights as "
+         "`attention(q, k, I, None)` (the identity as values).",),
+    ),
+    Method(
+        "multi_head", _MODULES,
+        (("d_model", "int", "the model width"),
+         ("h", "int", "the number of heads; `d_k = d_v = d_model / h`")),
+        "`torch.nn.Module`",
+        "A fresh multi-head attention module (3.2.2).",
+        ("The suite moves the module to its device and dtype and switches it to evaluation "
+         "mode; it reads and writes its weights with `parameters` and `load_parameters` "
+         "(`W_Q`, `W_K`, `W_V`, `W_O`, and the biases `b_Q`, ... where it has them).",),
+    ),
+    Method(
+        "multi_head_forward", _MODULES,
+        (("module", "`torch.nn.Module`", "a module from `multi_head`"),
+         ("x", "tensor `[B, L_q, d_model]`", "the queries' input"),
+         ("memory", "tensor `[B, L_k, d_model]`, or `None`",
+          "`None`: self-attention, `Q = K = V = x`; otherwise `Q = x` and `K = V = memory`"),
+         _MASK),
+        "tensor `[B, L_q, d_model]`",
+        "`MultiHead(Q, K, V) = Concat(head_1, ..., head_h) W^O` with "
+        "`head_i = Attention(Q W_i^Q, K W_i^K, V W_i^V)` (3.2.2).",
+        ("With `mask=None` no mask applies: no causal mask of its own, in self-attention or "
+         "over a memory.",
+         "A module that only does self-attention raises [`NotProvided`][spec.adapter.NotProvided] "
+         "when given a `memory`: the cross-attention sub-checks are then not checked."),
+    ),
+    Method(
+        "feed_forward", _MODULES,
+        (("d_model", "int", "input and output width"), ("d_ff", "int", "inner width")),
+        "`torch.nn.Module`",
+        "A fresh position-wise feed-forward network (3.3): "
+        "`FFN(x) = max(0, x W_1 + b_1) W_2 + b_2`.",
+        ("Its weights are read and written as `W_1`, `b_1`, `W_2`, `b_2`.",),
+    ),
+    Method(
+        "feed_forward_forward", _MODULES,
+        (("module", "`torch.nn.Module`", "a module from `feed_forward`"),
+         ("x", "tensor `[B, L, d_model]`", "the input")),
+        "tensor `[B, L, d_model]`",
+        "The feed-forward network applied to each position of `x`.",
+    ),
+    Method(
+        "positional_encoding", _MODULES,
+        (("length", "int", "number of positions"), ("d_model", "int", "the model width")),
+        "tensor `[length, d_model]`",
+        "The sinusoidal table of 3.5: `PE(pos, 2i) = sin(pos / 10000^(2i / d_model))`, "
+        "`PE(pos, 2i + 1) = cos(pos / 10000^(2i / d_model))`.",
+        ("Returned in float64 where the implementation can compute it there: the table is "
+         "judged at the tolerance of the dtype it comes in.",
+         "An implementation with learned positions has none (it returns `src_positions` / "
+         "`tgt_positions` from `parameters`: variant `learned-positions`)."),
+    ),
+    Method(
+        "model", _MODEL, (_CONFIG,), "`torch.nn.Module`",
+        "A fresh model of the configuration, in the paper's notation (`N` = `n_layers`, "
+        "`P_drop` = `dropout`).",
+        ("The suite moves the model to its device and dtype with `.to()` and switches "
+         "`.train()` / `.eval()` itself.",
+         "A configuration the implementation does not support (`dropout=1.0`, say) raises from "
+         "`model(config)`: while the default `Config()` builds, the clause reports the refused "
+         "setting as NOT PROVIDED, never a deviation."),
+    ),
+    Method(
+        "parameters", _MODEL,
+        (("module", "`torch.nn.Module`",
+          "a model, or a module from `multi_head` / `feed_forward`"),),
+        "`dict[str, Tensor]`",
+        "The module's weights under their canonical names and shapes, in the paper's layout "
+        "(see the table of canonical parameter names).",
+        ("Names the implementation has no parameter for are left out, never returned as zeros.",
+         "Every name returned, canonical or extra, round-trips through `load_parameters`."),
+    ),
+    Method(
+        "load_parameters", _MODEL,
+        (("module", "`torch.nn.Module`", "as for `parameters`"),
+         ("params", "`Mapping[str, Tensor]`",
+          "canonical names (and the extras `parameters` returns) -> values, on the module's "
+          "device and dtype")),
+        "`None`",
+        "Write `params` into the module, in the layout `parameters` reads.",
+        ("The suite loads distinct random values into every name and reads them back: names "
+         "the paper keeps apart must not alias (tied embeddings excepted: of tied names, the "
+         "one written last wins).",
+         "Without it the suite judges the module's own initial weights, as `parameters` reads "
+         "them."),
+    ),
+    Method(
+        "embed_source", _PIECES, (_MODEL_ARG, _SRC), "tensor `[B, S, d_model]`",
+        "The bottom of the encoder: the token embeddings multiplied by `sqrt(d_model)` (3.4) "
+        "plus the positional encoding (3.5), with dropout in training mode (5.4).",
+    ),
+    Method(
+        "embed_target", _PIECES,
+        (_MODEL_ARG, ("tgt", "long tensor `[B, T]`", "decoder input token ids")),
+        "tensor `[B, T, d_model]`",
+        "The bottom of the decoder, as `embed_source` for the target vocabulary.",
+    ),
+    Method(
+        "encode", _PIECES,
+        (_MODEL_ARG, ("x", "tensor `[B, S, d_model]`", "the embedded source"), _SRC_MASK),
+        "tensor `[B, S, d_model]`",
+        "The encoder stack (3.1): its `N` layers on the embedded source; self-attention hides "
+        "the padded positions.",
+        ("Whatever stands at padding positions changes nothing at real positions.",),
+    ),
+    Method(
+        "decode", _PIECES, (_MODEL_ARG, _Y, _MEMORY, _SRC_MASK), "tensor `[B, T, d_model]`",
+        "The decoder stack (3.1): masked self-attention (the causal mask is applied inside: "
+        "position `i` attends to positions `<= i`), attention over `memory` (hiding padded "
+        "source positions) and the feed-forward network, in each of its `N` layers.",
+    ),
+    Method(
+        "project", _PIECES,
+        (_MODEL_ARG, ("y", "tensor `[..., d_model]`", "decoder outputs")),
+        "tensor `[..., V]`",
+        "The pre-softmax linear map (3.4): `y @ generator.W` (`+ generator.b`), the logits; "
+        "log-probabilities instead where the adapter declares `outputs = \"log-probs\"`.",
+        ("Called on `[B, T, d_model]` and on `[B, d_model]` (the last position only, in beam "
+         "search).",),
+    ),
+    Method(
+        "decoder_input", _PIECES,
+        (("tgt", "long tensor `[B, T]`", "target token ids"),
+         ("bos_id", "int", "the start symbol")),
+        "long tensor `[B, T]`",
+        "The decoder input for `tgt` in training: shifted one position right, `bos_id` "
+        "first, the last token dropped (3.1).",
+        ("Without it the suite shifts the target itself, as the paper does.",),
+    ),
+    Method(
+        "forward", _PIECES, (_MODEL_ARG, _SRC, _TGT_IN, _SRC_MASK), "tensor `[B, T, V]`",
+        "The whole model as its users call it: embed, encode, decode and project in one call.",
+        ("Where it exists the suite takes the model's logits from it rather than from the "
+         "pieces, and checks that both agree.",
+         "Logits, or log-probabilities where the adapter declares `outputs = \"log-probs\"`."),
+        version=2,
+    ),
+    Method(
+        "decode_incremental", _DECODING, (_MODEL_ARG, _Y, _MEMORY, _SRC_MASK),
+        "tensor `[B, T, d_model]`",
+        "What `decode` computes, one position at a time: each step is fed only the newest "
+        "position's embedding `y[:, t : t + 1]` and the implementation's cache.",
+    ),
+    Method(
+        "incremental_logits", _DECODING, (_MODEL_ARG, _SRC, _SRC_MASK, _TGT_IN),
+        "tensor `[B, T, V]`",
+        "The logits of the implementation's own decoding loop: one token id at a time, the "
+        "implementation giving each new token its position and reading its cache.",
+        ("Judged, as log-probabilities, against the full pass at every step.",),
+        version=2,
+    ),
+    Method(
+        "greedy", _DECODING,
+        (_MODEL_ARG, _SRC, _SRC_MASK, _CONFIG,
+         ("max_len", "int", "the most tokens to generate")),
+        "long tensor `[B, <= max_len]`",
+        "Greedy decoding from `config.bos_id`: the most probable next token at every step.",
+        ("The ids come without the start symbol; a row ends at its first `config.eos_id` "
+         "(what follows it is ignored).",),
+    ),
+    Method(
+        "beam_search", _DECODING,
+        (_MODEL_ARG, ("src", "long tensor `[1, S]`", "one source sentence"),
+         ("src_mask", "bool tensor `[1, S]`", "its padding mask"), _CONFIG),
+        "`list[int]`",
+        "The implementation's beam search, which 6.1 says is beam size 4, the length penalty "
+        "`lp(Y) = ((5 + |Y|) / 6)^alpha` with `alpha = 0.6`, and at most `len(src) + 50` "
+        "tokens.",
+        ("Returns the best hypothesis without the start symbol, ending with `config.eos_id` "
+         "unless the length limit cut it.",),
+    ),
+    Method(
+        "length_penalty", _DECODING,
+        (("length", "int", "`|Y|`, the hypothesis length"), ("alpha", "float", "`alpha`")),
+        "float",
+        "The length penalty of Wu et al. (2016) that beam search divides log-probabilities "
+        "by: `((5 + |Y|) / 6)^alpha`.",
+    ),
+    Method(
+        "loss", _TRAINING,
+        (("logits", "tensor `[B, T, V]`", "what `project` returns"),
+         ("target", "long tensor `[B, T]`", "target token ids"),
+         ("pad_id", "int", "the padding id; padding targets add nothing")),
+        "scalar tensor",
+        "The training loss: cross-entropy against label-smoothed targets, `eps_ls = 0.1` "
+        "(5.4), divided by the number of non-padding target tokens.",
+        ("Other normalisers and the KL divergence are named variants of "
+         "5.4/label-smoothing.",
+         "It may be computed in a higher precision than the logits (only its device is "
+         "checked)."),
+    ),
+    Method(
+        "lr_schedule", _TRAINING,
+        (("d_model", "int", "the model width"), ("warmup", "int", "`warmup_steps`")),
+        "`Callable[[int], float]`",
+        "The learning rate as a function of the step `>= 1`, Eq. 3: "
+        "`d_model^-0.5 * min(step^-0.5, step * warmup^-1.5)`.",
+        ("At step 0, where Eq. 3 is undefined, it may raise `ArithmeticError` or `ValueError`; "
+         "a value there is the variant `step-zero`.",),
+    ),
+    Method(
+        "optimizer", _TRAINING,
+        (("params", "`list[torch.nn.Parameter]`", "the parameters to train"),),
+        "`torch.optim.Optimizer`",
+        "The training optimizer of 5.3: Adam with `beta1 = 0.9`, `beta2 = 0.98`, "
+        "`eps = 1e-9`.",
+        ("The suite reads the learning rate of `param_groups[0]`, sets `.grad` and calls "
+         "`.step()`.",),
+    ),
+    Method(
+        "save", _CHECKPOINTS,
+        (_MODEL_ARG, ("path", "`pathlib.Path`", "a file to create")),
+        "`None`",
+        "Write a checkpoint of the model to `path`.",
+    ),
+    Method(
+        "load", _CHECKPOINTS, (("path", "`pathlib.Path`", "a file written by `save`"),),
+        "`torch.nn.Module`",
+        "The model read back from a checkpoint.",
+        ("Every parameter comes back bit for bit, in the dtype it was saved in; the suite "
+         "moves the model to its device and dtype.",),
+    ),
+)
+
+METHODS: dict[str, Method] = {method.name: method for method in _METHODS}
+"""Every method the suite may call on an adapter, by name, in the order the page
+[The adapter protocol][adapter-protocol] lists them. All are optional."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Attribute:
+    """An attribute an adapter declares (see :data:`ATTRIBUTES`): its type, its default
+    (``None``: required), what it says."""
+
+    name: str
+    type: str
+    default: str | None
+    says: str
+    version: int = 1
+
+
+_ATTRIBUTES = (
+    Attribute("name", "str", None,
+              "What the reports call the implementation. The only attribute an adapter must "
+              "have."),
+    Attribute("not_provided", "`Mapping[str, str]`", "{}",
+              "Method name -> why the adapter does not provide it: the reason is shown with "
+              "each NOT PROVIDED verdict it causes."),
+    Attribute("architecture", "str", '"encoder-decoder"',
+              "What the implementation is: the paper's encoder-decoder, an encoder without a "
+              "decoder (`\"encoder-only\"`: the methods of the decoder and of decoding are NOT "
+              "PROVIDED, with that reason), or attention modules only (`\"attention-only\"`: "
+              "the stacks and the model are NOT PROVIDED).",
+              version=2),
+    Attribute("outputs", "str", '"logits"',
+              "What `project` and `forward` return: logits, or log-probabilities "
+              "(`\"log-probs\"`, the log-softmax already applied). The suite compares either "
+              "after a log-softmax.",
+              version=2),
+)
+
+ATTRIBUTES: dict[str, Attribute] = {attribute.name: attribute for attribute in _ATTRIBUTES}
+"""What an adapter may declare besides its methods, by name. Only ``name`` is required; the
+others default to what describes the paper's model, so an adapter written for protocol
+version 1 keeps working unchanged."""
 
 
 Capability = Callable[..., Any]

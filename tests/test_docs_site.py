@@ -87,3 +87,121 @@ def test_the_architecture_drawing_links_every_box_to_its_clause() -> None:
     assert architecture.href("3.2.1/eq1", "../") == "../clauses/3.2.1/#eq1"
     assert architecture.COLOURS["DEVIATES"] in drawing  # coloured by the verdict
     assert "<script" not in drawing
+
+
+# -- the adapter protocol page (docs/_gen/protocol.py) ---------------------------------------------
+def _python_files(*packages: str) -> list[Path]:
+    return [p for package in packages for p in sorted((S.ROOT / package).rglob("*.py"))]
+
+
+def test_every_method_the_suite_asks_for_is_in_the_registry() -> None:
+    """The registry the protocol page is made from cannot fall behind the suite: every name
+    passed as a literal to ``require`` / ``has`` / ``capability`` in ``spec/``, every method
+    the guard and the declared architectures know, and every method of the reference's
+    adapter (which implements the protocol) is a :data:`spec.adapter.METHODS` entry."""
+    import ast
+
+    from spec import guard
+    from spec.adapter import ATTENTION_CAPABILITIES, DECODER_CAPABILITIES, METHODS
+    from spec.adapters.reference import ReferenceAdapter
+
+    asked: dict[str, str] = {}
+    for path in _python_files("spec"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.Call):
+                continue
+            func = node.func
+            called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+            index = {"require": 0, "has": 0, "capability": 1}.get(called)
+            if index is None or len(node.args) <= index:
+                continue
+            arg = node.args[index]
+            if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+                asked.setdefault(arg.value, f"{path.relative_to(S.ROOT)}:{node.lineno}")
+    assert len(asked) >= 20, sorted(asked)  # the scan finds the suite's calls
+    assert {n: where for n, where in asked.items() if n not in METHODS} == {}
+    known = (set(guard.TENSOR_OUTPUTS) | set(guard.RETURNS) | DECODER_CAPABILITIES
+             | ATTENTION_CAPABILITIES)
+    assert known - set(METHODS) == set()
+    reference = {name for name, value in vars(ReferenceAdapter).items()
+                 if callable(value) and not name.startswith("_")}
+    assert len(reference) >= 20 and reference - set(METHODS) == set()
+
+
+def test_the_clauses_that_use_a_method_are_read_from_the_suite() -> None:
+    """Every method is used by some clause; names passed as literals, through loops over names
+    and through helpers all count; a string that is not passed to ``require`` / ``has`` (the
+    dropout site ``"attention"`` of 5.4) does not."""
+    import protocol
+
+    from spec.adapter import METHODS
+
+    uses = protocol.clauses_using()
+    assert set(uses) == set(METHODS)
+    assert {name for name, cids in uses.items() if not cids} == set()
+    assert all(cid in S.CLAUSES for cids in uses.values() for cid in cids)
+    assert uses["attention_weights"] == ["3.2.1/softmax-over-keys"]
+    assert uses["attention"] == [cid for cid in S.CLAUSES if cid.startswith("3.2.1/")]
+    assert "practice/incremental-decoding" in uses["decode_incremental"]
+    assert "3.5/added" in uses["embed_target"]  # a loop over names, passed on to a helper
+    assert "3.1/shared-memory" in uses["forward"]  # clause.has("forward"), then a helper
+    assert "3.1/encoder-stack" in uses["model"]  # through H.build_stacks -> build
+
+
+def test_the_protocol_page_has_a_section_per_method_and_the_names_table() -> None:
+    import protocol
+
+    from spec.adapter import ATTRIBUTES, METHODS
+
+    clauses = {name: ["3.2.1/eq1"] for name in METHODS}
+    page = protocol.page(clauses)
+    for name, method in METHODS.items():
+        assert page.count(f"{{ #method-{name} }}") == 1, name
+        assert f"(#method-{name})" in page  # the table of methods links the section
+        assert f"adapter.{method.signature}" in page
+    for name in ATTRIBUTES:
+        assert f"| `{name}` |" in page
+    assert "| name | shape | paper |\n|---|---|---|\n" in page  # a Markdown table
+    assert "[3.2.1/eq1][clause-3.2.1-eq1]" in page
+    assert "NOT PROVIDED, \"the adapter does not provide `greedy`: why\"" in page
+    assert "=====" not in page
+
+
+def test_no_docstring_holds_an_rst_table() -> None:
+    """mkdocstrings renders Markdown: an RST table (rows of ``=====``) shows as text."""
+    import ast
+    import re
+
+    rule = re.compile(r"^\s*=+(\s+=+)*\s*$", re.M)
+    found = []
+    for path in _python_files("spec", "transformer"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef,
+                                 ast.AsyncFunctionDef)):
+                doc = ast.get_docstring(node) or ""
+                if rule.search(doc):
+                    found.append(f"{path.relative_to(S.ROOT)}:{getattr(node, 'lineno', 1)}")
+    assert found == []
+
+
+def test_the_canonical_names_table_is_what_the_reference_returns() -> None:
+    """The names of the table in ``spec.adapter``'s docstring are those the reference's
+    attention, feed-forward and LayerNorm parameters have in a model (the optional biases
+    excepted: the reference has none)."""
+    import re
+
+    import protocol
+
+    from spec.adapter import Config
+    from spec.adapters.reference import ReferenceAdapter
+
+    table = protocol.docstring_section("Canonical parameter names")
+    rows = [line for line in table.splitlines() if line.startswith("| ``")]
+    names = {n for row in rows for n in re.findall(r"``(\w+)``", row.split("|")[1])}
+    optional = {n for row in rows if "optional" in row
+                for n in re.findall(r"``(\w+)``", row.split("|")[1])}
+    adapter = ReferenceAdapter()
+    params = adapter.parameters(adapter.model(Config()))
+    leaves = {name.rsplit(".", 1)[1] for name in params
+              if re.match(r"(encoder|decoder)\.\d+\.", name)}
+    assert leaves == names - optional

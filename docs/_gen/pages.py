@@ -225,10 +225,10 @@ overview = [
     "equation, the named variants it accepts, the tests that check it and the reference code "
     "that implements it. The registry is [`spec.clauses`][spec.clauses].",
     "",
-    "| section | | clauses | tests | "
+    "| section | clauses | tests | "
     + " | ".join(f"{label} conforms" for label in S.IMPLEMENTATIONS.values())
     + " |",
-    "|---|---|---|---|" + "---|" * len(S.IMPLEMENTATIONS),
+    "|---|---|---|" + "---|" * len(S.IMPLEMENTATIONS),
 ]
 for section, title, clauses in SECTIONS:
     n_tests = sum(len(TESTS.get(c.id, [])) for c in clauses)
@@ -239,9 +239,9 @@ for section, title, clauses in SECTIONS:
             for c in clauses
         )
         counts.append(f"{ok}/{len(clauses)}" if REPORTS[impl] else "not run")
-    link = f"[{section}]({Path(S.section_page(section)).name})"
     label = S.md_text(S.section_label(section, title))
-    overview.append(f"| {link} | {label} | {len(clauses)} | {n_tests} | {' | '.join(counts)} |")
+    link = f"[{label}]({Path(S.section_page(section)).name})"
+    overview.append(f"| {link} | {len(clauses)} | {n_tests} | {' | '.join(counts)} |")
 overview += [
     "",
     '"Conforms" counts CONFORMS and VARIANT. The [conformance matrix](../conformance.md) has '
@@ -310,13 +310,13 @@ def matrix_page() -> str:
         "",
         "## Matrix",
         "",
-        "| section | clause | " + " | ".join(labels.values()) + " |",
+        "| clause | title | " + " | ".join(labels.values()) + " |",
         "|---|---|" + "---|" * len(labels),
     ]
-    for section, _title, clauses in SECTIONS:
+    for _section, _title, clauses in SECTIONS:
         for c in clauses:
             cells = " | ".join(verdict_cell(impl, c.id) for impl in labels)
-            out.append(f"| {section} | {S.clause_link(c.id)} | {cells} |")
+            out.append(f"| {S.clause_link(c.id)} | {S.md_text(c.title)} | {cells} |")
     out += ["", "## Details", ""]
     for impl, label in labels.items():
         out += [f"### {label}", ""]
@@ -526,6 +526,7 @@ def nav() -> str:
     lines = [
         "* [Home](index.md)",
         "* [Point the suite at your own implementation](guide/own-implementation.md)",
+        "* [The adapter protocol](protocol.md)",
         "* [Conformance matrix](conformance.md)",
         "* What the libraries change",
         *(f"    * [{S.IMPLEMENTATIONS[impl]}](matrix/{impl}.md)" for impl in LIBRARIES),
