@@ -8,45 +8,27 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
 
 import pytest
 import torch
 
-from spec.adapter import Config
 from tests.matrix import need
-
-SMALL = Config()
-DECODING = dataclasses.replace(SMALL, max_len=160)
-"""SMALL with room for len(src) + 50 positions."""
-
-
-def _bart(seed: int = 0) -> tuple[Any, Any]:
-    """The adapter and a float64 BartForConditionalGeneration in evaluation mode, its weights
-    from ``seed``."""
-    need("hf-bart")
-    import spec.adapters.hf_bart as hf_bart
-    with torch.random.fork_rng():  # the initial weights; the global generator is left alone
-        torch.manual_seed(seed)
-        return hf_bart.adapter, hf_bart.adapter.model(SMALL).double().eval()
+from tests.matrix.transformers import (
+    SMALL,
+    build,
+    check_beam_scores,
+    check_library_tensors,
+    check_load_round_trip,
+    check_loss_is_the_models_own,
+)
 
 
 def test_hf_bart_parameters_are_the_library_tensors() -> None:
     """Canonical names read BART's own tensors (per head, transposed as ``x @ W``; positions
     past the offset of 2; the embedding LayerNorm), tied embeddings are one tensor, the logits
     bias is a buffer, and loading writes them back without touching the offset rows."""
-    adapter, model = _bart()
-    params = adapter.parameters(model)
-    attn = model.model.encoder.layers[1].self_attn
-    d_k = SMALL.d_model // SMALL.h
-    for i in range(SMALL.h):
-        rows = slice(i * d_k, (i + 1) * d_k)
-        assert torch.equal(params["encoder.1.self_attn.W_Q"][i], attn.q_proj.weight[rows].T)
-        assert torch.equal(params["encoder.1.self_attn.b_V"][i], attn.v_proj.bias[rows])
-    cross = model.model.decoder.layers[0].encoder_attn
-    assert torch.equal(params["decoder.0.cross_attn.W_O"], cross.out_proj.weight.T)
-    assert torch.equal(params["decoder.0.norm_2.gamma"],
-                       model.model.decoder.layers[0].encoder_attn_layer_norm.weight)
+    adapter, model = build("hf-bart")
+    params = check_library_tensors(adapter, model)
     for which, stack in (("src", model.model.encoder), ("tgt", model.model.decoder)):
         table = stack.embed_positions.weight
         assert table.shape == (SMALL.max_len + 2, SMALL.d_model)
@@ -61,11 +43,8 @@ def test_hf_bart_parameters_are_the_library_tensors() -> None:
     assert "final_logits_bias" in dict(model.named_buffers())
     assert "final_logits_bias" not in dict(model.named_parameters())
     offset_rows = model.model.encoder.embed_positions.weight[:2].clone()
-    changed = {name: t + 1 for name, t in params.items()}
-    adapter.load_parameters(model, changed)
-    back = adapter.parameters(model)
+    back = check_load_round_trip(adapter, model, params)
     assert torch.equal(back["generator.b"], model.final_logits_bias[0])
-    assert all(torch.equal(back[n], changed[n]) for n in changed)  # tied ones changed alike
     assert torch.equal(model.model.encoder.embed_positions.weight[:2], offset_rows)
 
 
@@ -73,7 +52,7 @@ def test_hf_bart_embedding_is_layernorm_of_scaled_tokens_plus_positions() -> Non
     """``embed_source`` is what BART's encoder computes: LayerNorm(sqrt(d_model) E[ids] +
     src_positions[pos]) with the canonical tables (position p read from row p + 2 of the
     library's table); changing canonical position row p changes position p alone."""
-    adapter, model = _bart(3)
+    adapter, model = build("hf-bart", 3)
     params = adapter.parameters(model)
     ids = torch.randint(3, SMALL.src_vocab, (2, 7), generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
@@ -96,49 +75,22 @@ def test_hf_bart_loss_is_the_models_own() -> None:
     """The adapter's loss is ``BartForConditionalGeneration.forward(labels=...).loss`` (padding
     labelled -100, the library's ignore index): plain cross-entropy, which
     5.4/label-smoothing judges."""
-    adapter, model = _bart(1)
-    g = torch.Generator().manual_seed(1)
-    src = torch.randint(3, SMALL.src_vocab, (2, 6), generator=g)
-    target = torch.randint(3, SMALL.tgt_vocab, (2, 5), generator=g)
-    target[1, 3:] = SMALL.pad_id
-    tgt_in = adapter.decoder_input(target, SMALL.bos_id)
-    mask = torch.ones(2, 6, dtype=torch.bool)
-    logits = adapter.forward(model, src, tgt_in, mask)
-    ours = adapter.loss(logits, target, SMALL.pad_id)
-    theirs = model(input_ids=src, attention_mask=mask.long(), decoder_input_ids=tgt_in,
-                   labels=target.masked_fill(target == SMALL.pad_id, -100)).loss
-    torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-12)
-    plain = torch.nn.functional.cross_entropy(logits[target != SMALL.pad_id],
-                                              target[target != SMALL.pad_id])
-    torch.testing.assert_close(ours, plain, rtol=1e-12, atol=1e-12)
+    adapter, model = build("hf-bart", 1)
+    check_loss_is_the_models_own(adapter, model, 1, pad_source=False, tol=1e-12)
 
 
 def test_hf_bart_beam_scores_divide_by_length_to_the_alpha() -> None:
     """What 6.1/beam-search's pin says of ``generate``: the returned hypothesis's score is its
     log-probability (from a full forward pass) divided by |Y|^0.6, not ((5 + |Y|) / 6)^0.6."""
-    adapter, model = _bart(2)
-    import spec.adapters.hf_bart as hf_bart
-    src = torch.randint(3, SMALL.src_vocab, (1, 5), generator=torch.Generator().manual_seed(2))
-    out = model.generate(input_ids=src, do_sample=False, max_new_tokens=5 + 50,
-                         return_dict_in_generate=True, output_scores=True, **hf_bart.BEAM)
-    ids = out.sequences[0].tolist()
-    ids = hf_bart._until_eos(ids[1:], SMALL.eos_id)
-    assert ids == adapter.beam_search(model, src, torch.ones_like(src, dtype=torch.bool), DECODING)
-    tgt_in = torch.tensor([[SMALL.bos_id, *ids[:-1]]])
-    with torch.no_grad():
-        log_probs = adapter.forward(model, src, tgt_in, torch.ones_like(src, dtype=torch.bool))
-    log_p = float(log_probs.log_softmax(-1)[0, torch.arange(len(ids)), ids].sum())
-    score = float(out.sequences_scores[0])
-    n = len(ids)
-    assert score == pytest.approx(log_p / n**0.6, rel=1e-6)  # generate scores in float32
-    assert score != pytest.approx(log_p / ((5 + n) / 6) ** 0.6, rel=1e-3)
+    adapter, model = build("hf-bart", 2)
+    check_beam_scores(adapter, model, 2, cached=False)
 
 
 def test_hf_bart_position_tables_hold_two_dead_trainable_rows() -> None:
     """What table3/param-formula's pin says: the model's trainable parameters are its canonical
     ones (tied embeddings once, the logits bias a buffer) plus rows 0 and 1 of each position
     table, 2 x 2 d_model, which are trainable yet get no gradient: no position reads them."""
-    adapter, model = _bart(4)
+    adapter, model = build("hf-bart", 4)
     params = adapter.parameters(model)
     counted = {n: t for n, t in params.items()
                if n not in ("tgt_embedding", "generator.W", "generator.b")}  # tied, buffer

@@ -12,63 +12,32 @@ from typing import Any
 import pytest
 import torch
 
-from spec.adapter import Config
-from tests.matrix import need
-
-SMALL = Config()
-DECODING = dataclasses.replace(SMALL, max_len=160)
-"""SMALL with room for len(src) + 50 positions."""
-
-
-def _fsmt(seed: int = 0, config: Config = SMALL, dtype: torch.dtype = torch.float64
-          ) -> tuple[Any, Any]:
-    """The adapter and an FSMT model in evaluation mode, in ``dtype``, its weights from
-    ``seed``."""
-    need("hf-fsmt")
-    import spec.adapters.hf_fsmt as hf_fsmt
-    with torch.random.fork_rng():  # the initial weights; the global generator is left alone
-        torch.manual_seed(seed)
-        return hf_fsmt.adapter, hf_fsmt.adapter.model(config).to(dtype).eval()
-
-
-def _batch(seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Source ids (the second row padded after 4 tokens), its mask and target ids."""
-    g = torch.Generator().manual_seed(seed)
-    src = torch.randint(3, SMALL.src_vocab, (2, 6), generator=g)
-    mask = torch.ones(2, 6, dtype=torch.bool)
-    mask[1, 4:] = False
-    target = torch.randint(3, SMALL.tgt_vocab, (2, 5), generator=g)
-    return src.masked_fill(~mask, SMALL.pad_id), mask, target
+from tests.matrix.transformers import (
+    SMALL,
+    batch,
+    build,
+    check_beam_scores,
+    check_library_tensors,
+    check_load_round_trip,
+    check_loss_is_the_models_own,
+)
 
 
 def test_hf_fsmt_parameters_are_the_library_tensors() -> None:
     """Canonical names read FSMT's own tensors (per head, transposed as ``x @ W``); with a
     shared vocabulary the three embedding matrices are one tensor, with separate vocabularies
     none is shared and each keeps its size; the positional tables have no canonical name."""
-    adapter, model = _fsmt()
-    params = adapter.parameters(model)
-    attn = model.model.encoder.layers[1].self_attn
-    d_k = SMALL.d_model // SMALL.h
-    for i in range(SMALL.h):
-        rows = slice(i * d_k, (i + 1) * d_k)
-        assert torch.equal(params["encoder.1.self_attn.W_Q"][i], attn.q_proj.weight[rows].T)
-        assert torch.equal(params["encoder.1.self_attn.b_V"][i], attn.v_proj.bias[rows])
-    cross = model.model.decoder.layers[0].encoder_attn
-    assert torch.equal(params["decoder.0.cross_attn.W_O"], cross.out_proj.weight.T)
-    assert torch.equal(params["decoder.0.norm_2.gamma"],
-                       model.model.decoder.layers[0].encoder_attn_layer_norm.weight)
+    adapter, model = build("hf-fsmt")
+    params = check_library_tensors(adapter, model)
     decoder = model.model.decoder
     assert decoder.output_projection.weight is decoder.embed_tokens.weight  # three-way tying
     assert model.model.encoder.embed_tokens.weight is decoder.embed_tokens.weight
     assert not any("position" in name for name in params)
-    changed = {name: t + 1 for name, t in params.items()}
-    adapter.load_parameters(model, changed)
-    back = adapter.parameters(model)
-    assert all(torch.equal(back[n], changed[n]) for n in changed)  # tied ones changed alike
+    back = check_load_round_trip(adapter, model, params)
     assert torch.equal(back["generator.W"], decoder.output_projection.weight.T)
 
     separate = dataclasses.replace(SMALL, tgt_vocab=17, shared_vocab=False)
-    _, untied = _fsmt(config=separate)
+    _, untied = build("hf-fsmt", config=separate)
     shapes = {n: tuple(t.shape) for n, t in adapter.parameters(untied).items()
               if n in ("src_embedding", "tgt_embedding", "generator.W")}
     assert shapes == {"src_embedding": (13, 16), "tgt_embedding": (17, 16),
@@ -84,25 +53,15 @@ def test_hf_fsmt_loss_is_the_models_own() -> None:
     """The adapter's loss is ``FSMTForConditionalGeneration.forward(labels=...).loss``
     (padding labelled -100, the library's ignore index): plain cross-entropy, which
     5.4/label-smoothing judges. In float32: the labelled pass fails in float64."""
-    adapter, model = _fsmt(1, dtype=torch.float32)
-    src, mask, target = _batch(1)
-    target[1, 3:] = SMALL.pad_id
-    tgt_in = adapter.decoder_input(target, SMALL.bos_id)
-    logits = adapter.forward(model, src, tgt_in, mask)
-    ours = adapter.loss(logits, target, SMALL.pad_id)
-    theirs = model(input_ids=src, attention_mask=mask.long(), decoder_input_ids=tgt_in,
-                   labels=target.masked_fill(target == SMALL.pad_id, -100)).loss
-    torch.testing.assert_close(ours, theirs, rtol=1e-6, atol=1e-6)
-    plain = torch.nn.functional.cross_entropy(logits[target != SMALL.pad_id],
-                                              target[target != SMALL.pad_id])
-    torch.testing.assert_close(ours, plain, rtol=1e-6, atol=1e-6)
+    adapter, model = build("hf-fsmt", 1, dtype=torch.float32)
+    check_loss_is_the_models_own(adapter, model, 1, pad_source=True, tol=1e-6)
 
 
 def test_hf_fsmt_decoder_input_puts_the_last_token_first() -> None:
     """What 3.1/shifted-right's pin says of ``shift_tokens_right``: the target shifted right
     behind its last non-padding token (eos in fairseq's data), whatever start symbol is
     asked for; and it is what ``prepare_decoder_input_ids_from_labels`` returns."""
-    adapter, model = _fsmt()
+    adapter, model = build("hf-fsmt")
     eos, pad = SMALL.eos_id, SMALL.pad_id
     target = torch.tensor([[5, 6, 7, eos], [8, 9, eos, pad]])
     expected = torch.tensor([[eos, 5, 6, 7], [eos, 8, 9, eos]])
@@ -121,8 +80,8 @@ def test_hf_fsmt_positions_are_one_based_and_trainable() -> None:
     ``positional_encoding`` returns, the row of position p being p + pad + 1 (one-based for pad
     0; padding gets zeros), and the tables are trainable parameters of max_len + pad + 1 rows
     that the loss sends gradients to."""
-    adapter, model = _fsmt(2)
-    src, _, _ = _batch(2)
+    adapter, model = build("hf-fsmt", 2)
+    src, _, _ = batch(2, pad_source=True)
     added = adapter.embed_source(model, src) - model.model.encoder.embed_tokens(src) * 4.0
     raw = adapter.positional_encoding(6, SMALL.d_model)
     half = SMALL.d_model // 2  # tensor2tensor's frequencies, sines then cosines, from 1
@@ -161,8 +120,8 @@ def test_hf_fsmt_full_pass_fails_in_float64() -> None:
     """What practice/devices-dtypes' pin says: a float64 FSMT cannot run its full pass (the
     causal mask overflows in ``fill_with_neg_inf``); the same weights in float32 can, and
     cached decoding, which builds no mask, runs in float64."""
-    adapter, model = _fsmt(4)
-    src, mask, target = _batch(4)
+    adapter, model = build("hf-fsmt", 4)
+    src, mask, target = batch(4, pad_source=True)
     tgt_in = adapter.decoder_input(target, SMALL.bos_id)
     with pytest.raises(RuntimeError, match="without overflow"):
         model(input_ids=src, attention_mask=mask.long(), decoder_input_ids=tgt_in,
@@ -178,8 +137,8 @@ def test_hf_fsmt_full_pass_is_causal_only_without_the_cache() -> None:
     """Why ``forward`` passes ``use_cache=False``: with the config's default (``use_cache``
     on) ``FSMTModel.forward`` builds no causal mask, and a position's logits depend on later
     target tokens."""
-    adapter, model = _fsmt(5, dtype=torch.float32)
-    src, mask, target = _batch(5)
+    adapter, model = build("hf-fsmt", 5, dtype=torch.float32)
+    src, mask, target = batch(5, pad_source=True)
     tgt_in = adapter.decoder_input(target, SMALL.bos_id)
     later = tgt_in.clone()
     later[:, -1] = 3 + (later[:, -1] - 2) % (SMALL.tgt_vocab - 3)  # another real token
@@ -198,19 +157,5 @@ def test_hf_fsmt_beam_scores_divide_by_length_to_the_alpha() -> None:
     """What 6.1/beam-search's pin says of ``generate``: the returned hypothesis's score is its
     log-probability divided by |Y|^0.6, not ((5 + |Y|) / 6)^0.6. Float64 throughout: the
     log-probability comes from cached decoding (the full pass fails in float64)."""
-    adapter, model = _fsmt(6)
-    import spec.adapters.hf_fsmt as hf_fsmt
-    src = torch.randint(3, SMALL.src_vocab, (1, 5), generator=torch.Generator().manual_seed(6))
-    ones = torch.ones_like(src, dtype=torch.bool)
-    out = model.generate(input_ids=src, do_sample=False, max_new_tokens=5 + 50,
-                         return_dict_in_generate=True, output_scores=True, **hf_fsmt.BEAM)
-    ids = hf_fsmt._until_eos(out.sequences[0].tolist()[1:], SMALL.eos_id)
-    assert ids == adapter.beam_search(model, src, ones, DECODING)
-    tgt_in = torch.tensor([[SMALL.bos_id, *ids[:-1]]])
-    with torch.no_grad():
-        logits = adapter.incremental_logits(model, src, ones, tgt_in)
-    log_p = float(logits.log_softmax(-1)[0, torch.arange(len(ids)), ids].sum())
-    score = float(out.sequences_scores[0])
-    n = len(ids)
-    assert score == pytest.approx(log_p / n**0.6, rel=1e-6)
-    assert score != pytest.approx(log_p / ((5 + n) / 6) ** 0.6, rel=1e-3)
+    adapter, model = build("hf-fsmt", 6)
+    check_beam_scores(adapter, model, 6, cached=True)

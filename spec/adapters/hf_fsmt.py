@@ -62,7 +62,11 @@ What FSMT is, clause by clause
 5.4 ``dropout`` after the embedding sum and on every sub-layer output; attention and activation
     dropout are configurable and set to 0 (the config's defaults).
     ``FSMTForConditionalGeneration.forward(labels=...)`` computes ``CrossEntropyLoss()``: no
-    label smoothing.
+    label smoothing. ``loss`` gives padding targets the ignore label -100, as
+    ``DataCollatorForSeq2Seq`` pads labels; that collator then passes its labels to
+    ``prepare_decoder_input_ids_from_labels``, whose ``shift_tokens_right`` turns the -100 into
+    the pad id in place, so that a loss on the collated labels counts the padding targets: a
+    pipeline effect, not the loss's, and not taken here.
 6.1 ``GenerationMixin.generate``: greedy, and beam search whose length penalty is
     ``sum log p / |Y|**length_penalty`` (``generation/utils.py``), not Wu et al.'s.
 Dtypes: ``fill_with_neg_inf`` fills a float32 copy with the model dtype's minimum, which
@@ -72,8 +76,8 @@ Dtypes: ``fill_with_neg_inf`` fills a float32 copy with the model dtype's minimu
     decoding (``generate``, ``incremental_logits``, ``decode_incremental``) needs no mask and
     runs in float64.
 Practice: ``past_key_values`` (an ``EncoderDecoderCache``) for incremental decoding;
-    ``save_pretrained`` / ``from_pretrained`` (local directory) for save and load.
-    ``FSMTModel.forward`` builds the causal mask only when ``use_cache`` is off (it is on in the
+    ``save_pretrained`` / ``from_pretrained`` (local directory) for save and load (the
+    positional tables are parameters, and saved). ``FSMTModel.forward`` builds the causal mask only when ``use_cache`` is off (it is on in the
     config by default): a full pass over a target must say ``use_cache=False``, or pass
     ``labels``, as this adapter does.
 
@@ -89,15 +93,13 @@ their biases, ``W_O``/``b_O`` <- ``out_proj``; the decoder's ``cross_attn`` is `
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from spec.adapter import AdapterError, Config, Params
-from spec.adapters.layout import Layout, Slot, heads, read, transpose, write
+from spec.adapter import AdapterError, Config
+from spec.adapters.layout import Layout, Slot, transpose
 
 try:
     from transformers import FSMTConfig, FSMTForConditionalGeneration
@@ -109,59 +111,21 @@ try:
         invert_mask,
         shift_tokens_right,
     )
-    from transformers.optimization import get_inverse_sqrt_schedule
 except ImportError:
     raise AdapterError(
         "hf-fsmt needs the optional extra: pip install 'attention-spec[matrix]'"
     ) from None
 
+from spec.adapters._hf import (
+    NOT_PROVIDED,
+    TransformersAdapter,
+    additive_mask,
+    no_feed_forward,
+    paper_settings,
+    stack_input,
+)
+
 __all__ = ["HFFSMTAdapter", "adapter"]
-
-BEAM = {"num_beams": 4, "length_penalty": 0.6, "early_stopping": True}
-"""``generate``'s beam-search settings: the paper's beam and alpha; ``early_stopping=True``
-stops once ``num_beams`` hypotheses have ended (the paper: "terminate early when possible")."""
-
-
-def _attention_layout(prefix: str, path: str, module: Attention) -> Layout:
-    """FSMT's ``Attention``: ``q_proj``, ``k_proj``, ``v_proj`` rows ``[i d_k, (i+1) d_k)`` are
-    head i; ``out_proj`` maps the concatenated heads."""
-    return heads(prefix, path, module.num_heads, module.head_dim, module.embed_dim,
-                 bias=module.q_proj.bias is not None)
-
-
-def _layer_layout(prefix: str, path: str, layer: nn.Module, decoder: bool) -> Layout:
-    out = _attention_layout(f"{prefix}self_attn.", f"{path}self_attn.", layer.self_attn)
-    norms = ["self_attn_layer_norm", "final_layer_norm"]
-    if decoder:
-        out.update(_attention_layout(f"{prefix}cross_attn.", f"{path}encoder_attn.",
-                                     layer.encoder_attn))
-        norms.insert(1, "encoder_attn_layer_norm")
-    for k, fc in ((1, "fc1"), (2, "fc2")):
-        out[f"{prefix}ffn.W_{k}"] = Slot(f"{path}{fc}.weight", transpose, transpose)
-        out[f"{prefix}ffn.b_{k}"] = Slot(f"{path}{fc}.bias")
-    for k, norm in enumerate(norms, 1):
-        out[f"{prefix}norm_{k}.gamma"] = Slot(f"{path}{norm}.weight")
-        out[f"{prefix}norm_{k}.beta"] = Slot(f"{path}{norm}.bias")
-    return out
-
-
-def _layout(module: nn.Module) -> Layout:
-    """The canonical names of ``module``'s parameters (attention block or whole model)."""
-    if isinstance(module, Attention):
-        return _attention_layout("", "", module)
-    if not isinstance(module, FSMTForConditionalGeneration):
-        raise TypeError(f"no parameter layout for {type(module).__name__}: this adapter knows "
-                        "FSMT's Attention and FSMTForConditionalGeneration")
-    out: Layout = {
-        "src_embedding": Slot("model.encoder.embed_tokens.weight"),
-        "tgt_embedding": Slot("model.decoder.embed_tokens.weight"),
-        "generator.W": Slot("model.decoder.output_projection.weight", transpose, transpose),
-    }
-    for stack in ("encoder", "decoder"):
-        for i, layer in enumerate(getattr(module.model, stack).layers):
-            out.update(_layer_layout(f"{stack}.{i}.", f"model.{stack}.layers.{i}.", layer,
-                                     stack == "decoder"))
-    return out
 
 
 def _fsmt_config(config: Config) -> FSMTConfig:
@@ -175,80 +139,22 @@ def _fsmt_config(config: Config) -> FSMTConfig:
     return FSMTConfig(
         src_vocab_size=config.src_vocab,
         tgt_vocab_size=config.tgt_vocab,
-        d_model=config.d_model,
-        encoder_attention_heads=config.h,
-        decoder_attention_heads=config.h,
-        encoder_ffn_dim=config.d_ff,
-        decoder_ffn_dim=config.d_ff,
-        encoder_layers=config.n_layers,
-        decoder_layers=config.n_layers,
-        dropout=config.dropout,
-        attention_dropout=0.0,
-        activation_dropout=0.0,
-        encoder_layerdrop=0.0,
-        decoder_layerdrop=0.0,
-        activation_function="relu",
-        scale_embedding=True,
         tie_word_embeddings=config.shared_vocab,
-        max_position_embeddings=config.max_len,
-        pad_token_id=config.pad_id,
         bos_token_id=config.bos_id,
-        eos_token_id=config.eos_id,
-        decoder_start_token_id=config.bos_id,
-        forced_eos_token_id=None,
+        **paper_settings(config),
     )
 
 
-def _additive_mask(mask: Tensor, dtype: torch.dtype) -> Tensor:
-    """Ours (bool, True = may attend, ``[B, Lq, Lk]`` or broadcasting) -> the additive
-    ``attn_mask`` that ``Attention.forward`` adds to its ``[B, h, Lq, Lk]`` scores: 0 where
-    allowed, the dtype's minimum elsewhere (what ``fill_with_neg_inf`` puts in FSMT's causal
-    mask)."""
-    if mask.dtype != torch.bool:
-        raise TypeError(f"attention mask must be bool (True = may attend), got {mask.dtype}")
-    mask = mask.unsqueeze(-3) if mask.dim() == 3 else mask
-    zero = torch.zeros((), dtype=dtype, device=mask.device)
-    return torch.where(mask, zero, torch.finfo(dtype).min)
-
-
-class _Captured(Exception):
-    """Carries the input of a stack's first layer out of the stack's ``forward``."""
-
-    def __init__(self, hidden: Tensor) -> None:
-        super().__init__("captured")
-        self.hidden = hidden
-
-
-def _stack_input(stack: nn.Module, **inputs: Any) -> Tensor:
-    """What the library's own ``FSMTEncoder.forward`` / ``FSMTDecoder.forward`` feeds to its
-    first layer (scaled embeddings plus positions, after dropout), batch-first. The stack runs
-    as its users call it and is stopped at its first layer."""
-
-    def capture(_module: nn.Module, args: tuple[Any, ...]) -> None:
-        raise _Captured(args[0])
-
-    first: nn.Module = stack.get_submodule("layers.0")
-    handle = first.register_forward_pre_hook(capture)
-    try:
-        stack(**inputs)
-    except _Captured as captured:
-        return captured.hidden.transpose(0, 1)  # the layers work time-first
-    finally:
-        handle.remove()
-    raise RuntimeError("the stack's first layer was not called")  # pragma: no cover
-
-
-def _until_eos(ids: list[int], eos: int) -> list[int]:
-    """The ids up to and including the first ``eos`` (``generate`` pads after it)."""
-    return ids[: ids.index(eos) + 1] if eos in ids else ids
-
-
-class HFFSMTAdapter:
-    """Adapter for transformers' ``FSMTForConditionalGeneration`` and FSMT's ``Attention``; see
-    the module docstring for what each method maps to and why some capabilities are
-    missing."""
+class HFFSMTAdapter(TransformersAdapter):
+    """Adapter for transformers' ``FSMTForConditionalGeneration`` and FSMT's ``Attention``: what
+    the transformers adapters share (``spec.adapters._hf.TransformersAdapter``: ``forward``,
+    ``generate``, the loss, the schedule, save and load) and FSMT's own attention call, time-first
+    layers and fairseq's decoder input; see the module docstring for what each method maps to
+    and why some capabilities are missing."""
 
     name = "hf-fsmt"
+    model_class = FSMTForConditionalGeneration
+    attention_class = Attention
 
     not_provided: ClassVar[dict[str, str]] = {
         "attention": "FSMT computes scaled dot-product attention inline in Attention.forward "
@@ -256,12 +162,8 @@ class HFFSMTAdapter:
         "function takes Q, K and V",
         "attention_weights": "Attention.forward returns the weights of its own projections "
         "(output_attentions=True), never of given Q and K: no function computes them alone",
-        "feed_forward": "FSMT has no standalone position-wise FFN module (fc1/fc2 live in the "
-        "layers, where the suite checks them)",
-        "optimizer": "transformers ships no Adam (transformers.optimization has Adafactor); the "
-        "Trainer's torch.optim.AdamW needs accelerate, which the matrix extra does not install",
-        "length_penalty": "generate computes the penalty inline (sum log p / |Y|**length_penalty "
-        "in GenerationMixin._update_finished_beams): no function to call",
+        "feed_forward": no_feed_forward("FSMT"),
+        **NOT_PROVIDED,
     }
     """Why each capability is missing: the report shows these reasons."""
 
@@ -281,7 +183,7 @@ class HFFSMTAdapter:
         their attention (``EncoderLayer`` passes ``key=x``), the mask additive."""
         assert isinstance(module, Attention)
         kv = x if memory is None else memory
-        attn_mask = None if mask is None else _additive_mask(mask.to(x.device), x.dtype)
+        attn_mask = None if mask is None else additive_mask(mask.to(x.device), x.dtype)
         out: Tensor = module(query=x.transpose(0, 1), key=kv.transpose(0, 1),
                              attn_mask=attn_mask)[0]
         return out.transpose(0, 1)
@@ -303,18 +205,20 @@ class HFFSMTAdapter:
         docstring for the settings)."""
         return FSMTForConditionalGeneration(_fsmt_config(config))
 
-    def parameters(self, module: nn.Module) -> dict[str, Tensor]:
-        """A snapshot of ``module``'s parameters under their canonical names."""
-        return read(module, _layout(module))
-
-    def load_parameters(self, module: nn.Module, params: Params) -> None:
-        """Write canonical parameters into ``module`` (any subset; shapes must match)."""
-        write(module, _layout(module), params)
+    def _embedding_layout(self, model: Any) -> Layout:
+        """The token embeddings and ``output_projection`` (no bias) as the generator; the
+        positional tables have no canonical name (see the module docstring)."""
+        return {
+            "src_embedding": Slot("model.encoder.embed_tokens.weight"),
+            "tgt_embedding": Slot("model.decoder.embed_tokens.weight"),
+            "generator.W": Slot("model.decoder.output_projection.weight", transpose, transpose),
+        }
 
     def embed_source(self, model: FSMTForConditionalGeneration, src: Tensor) -> Tensor:
         """What ``FSMTEncoder.forward`` feeds its first layer: ``embed_tokens(src) *
-        embed_scale + embed_positions(src)``, then dropout."""
-        return _stack_input(model.model.encoder, input_ids=src)
+        embed_scale + embed_positions(src)``, then dropout; batch-first (the layers work
+        time-first)."""
+        return stack_input(model.model.encoder, input_ids=src).transpose(0, 1)
 
     def embed_target(self, model: FSMTForConditionalGeneration, tgt: Tensor) -> Tensor:
         """What ``FSMTDecoder.forward`` feeds its first layer (same recipe, no cache). The
@@ -323,9 +227,10 @@ class HFFSMTAdapter:
         decoder = model.model.decoder
         empty = decoder.embed_tokens.weight.new_zeros(tgt.size(0), 0, decoder.embed_tokens
                                                       .embedding_dim)
-        return _stack_input(decoder, input_ids=tgt, encoder_hidden_states=empty,
-                            encoder_padding_mask=None, decoder_padding_mask=None,
-                            decoder_causal_mask=None, use_cache=False)
+        hidden = stack_input(decoder, input_ids=tgt, encoder_hidden_states=empty,
+                             encoder_padding_mask=None, decoder_padding_mask=None,
+                             decoder_causal_mask=None, use_cache=False)
+        return hidden.transpose(0, 1)  # the layers work time-first
 
     def encode(self, model: FSMTForConditionalGeneration, x: Tensor, src_mask: Tensor) -> Tensor:
         """The rest of ``FSMTEncoder.forward``: ``invert_mask`` of the padding mask (True =
@@ -376,30 +281,6 @@ class HFFSMTAdapter:
         logits: Tensor = model.model.decoder.output_projection(y)
         return logits
 
-    def forward(self, model: FSMTForConditionalGeneration, src: Tensor, tgt_in: Tensor,
-                src_mask: Tensor) -> Tensor:
-        """``model(input_ids, attention_mask, decoder_input_ids, use_cache=False).logits``
-        (with the cache on, ``FSMTModel.forward`` builds no causal mask)."""
-        out = model(input_ids=src, attention_mask=src_mask.long(), decoder_input_ids=tgt_in,
-                    use_cache=False)
-        logits: Tensor = out.logits
-        return logits
-
-    def incremental_logits(self, model: FSMTForConditionalGeneration, src: Tensor,
-                           src_mask: Tensor, tgt_in: Tensor) -> Tensor:
-        """The logits of ``forward``, one target position per call with ``past_key_values``,
-        as ``generate`` drives the model (the encoder runs once; the decoder numbers the new
-        token's position after the cached ones)."""
-        encoded = model.model.encoder(input_ids=src, attention_mask=src_mask.long())
-        cache, steps = None, []
-        for t in range(tgt_in.size(1)):
-            out = model(encoder_outputs=encoded, attention_mask=src_mask.long(),
-                        decoder_input_ids=tgt_in[:, t : t + 1], past_key_values=cache,
-                        use_cache=True)
-            cache = out.past_key_values
-            steps.append(out.logits)
-        return torch.cat(steps, dim=1)
-
     def decoder_input(self, tgt: Tensor, bos_id: int) -> Tensor:
         """``shift_tokens_right(tgt, pad)``, what ``prepare_decoder_input_ids_from_labels``
         returns: the target shifted right behind its last non-padding token (fairseq's eos
@@ -408,57 +289,6 @@ class HFFSMTAdapter:
         into padding in place; the suite's targets hold none.)"""
         shifted: Tensor = shift_tokens_right(tgt, Config.pad_id)
         return shifted
-
-    # -- training and decoding -----------------------------------------------------------
-    def loss(self, logits: Tensor, target: Tensor, pad_id: int) -> Tensor:
-        """``FSMTForConditionalGeneration.forward(labels=...)``'s loss, ``CrossEntropyLoss()``
-        over the flattened logits, with padding targets given the library's ignore label -100
-        (as transformers' ``DataCollatorForSeq2Seq`` pads labels). That collator then passes
-        its labels to ``prepare_decoder_input_ids_from_labels``, whose ``shift_tokens_right``
-        turns the -100 into the pad id in place, so that a loss on the collated labels counts
-        the padding targets: a pipeline effect, not the loss's, and not taken here."""
-        labels = target.masked_fill(target == pad_id, -100)
-        loss: Tensor = nn.CrossEntropyLoss()(logits.reshape(-1, logits.size(-1)),
-                                             labels.reshape(-1))
-        return loss
-
-    def lr_schedule(self, d_model: int, warmup: int) -> Callable[[int], float]:
-        """``get_inverse_sqrt_schedule(optimizer, num_warmup_steps=warmup)`` (timescale =
-        warmup) on a base rate of d_model^-0.5 warmup^-0.5, the paper's peak: the rate at
-        ``step`` is the base times the schedule's factor ``lr_lambdas[0](step)``."""
-        base = d_model**-0.5 * warmup**-0.5
-        holder = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=base)
-        factor = get_inverse_sqrt_schedule(holder, num_warmup_steps=warmup).lr_lambdas[0]
-        return lambda step: base * float(factor(step))
-
-    def greedy(self, model: FSMTForConditionalGeneration, src: Tensor, src_mask: Tensor,
-               config: Config, max_len: int) -> Tensor:
-        """``model.generate(num_beams=1, do_sample=False, max_new_tokens=max_len)`` without its
-        first column (the decoder start id); rows that ended are padded after eos."""
-        out: Tensor = model.generate(input_ids=src, attention_mask=src_mask.long(), num_beams=1,
-                                     do_sample=False, max_new_tokens=max_len)
-        return out[:, 1:]
-
-    def beam_search(self, model: FSMTForConditionalGeneration, src: Tensor, src_mask: Tensor,
-                    config: Config) -> list[int]:
-        """``model.generate`` with :data:`BEAM` and ``max_new_tokens = len(src) + 50``; the best
-        hypothesis without the decoder start id."""
-        out = model.generate(input_ids=src, attention_mask=src_mask.long(), do_sample=False,
-                             max_new_tokens=src.size(1) + 50, **BEAM)
-        return _until_eos([int(t) for t in out[0, 1:]], config.eos_id)
-
-    # -- practice ------------------------------------------------------------------------
-    def save(self, model: FSMTForConditionalGeneration, path: str | os.PathLike[str]) -> None:
-        """``model.save_pretrained(path)``: a directory with the config and safetensors (the
-        positional tables are parameters, and saved)."""
-        model.save_pretrained(path)
-
-    def load(self, path: str | os.PathLike[str]) -> nn.Module:
-        """``FSMTForConditionalGeneration.from_pretrained(path, local_files_only=True)`` (dtype
-        "auto": the saved one)."""
-        loaded: nn.Module = FSMTForConditionalGeneration.from_pretrained(path,
-                                                                        local_files_only=True)
-        return loaded
 
 
 adapter = HFFSMTAdapter()

@@ -9,6 +9,7 @@ its float64 run was not checked); 6.1/beam-search runs in float64 only, so it is
 from __future__ import annotations
 
 from tests.matrix import Pin
+from tests.matrix.transformers import common_pins, no_label_smoothing
 
 ABOUT = ("Hugging Face transformers 5.23.0, FSMTForConditionalGeneration (fairseq's WMT19 "
          "Transformer) built from an FSMTConfig set to the paper's choices where it offers them "
@@ -18,8 +19,6 @@ REQUIRES = "transformers"
 """The package the adapter imports (the test of the missing-extra message hides it)."""
 
 FSMT = "transformers/models/fsmt/modeling_fsmt.py"
-GENERATION = "transformers/generation/utils.py"
-OPTIMIZATION = "transformers/optimization.py"
 
 BIASES = (f"{FSMT}, Attention.__init__: k_proj, v_proj, q_proj and out_proj are "
           "nn.Linear(embed_dim, embed_dim, bias=bias) with bias=True, which EncoderLayer.__init__ "
@@ -27,16 +26,13 @@ BIASES = (f"{FSMT}, Attention.__init__: k_proj, v_proj, q_proj and out_proj are 
 INLINE = (f"{FSMT}, Attention.forward computes the scores (torch.bmm of q_proj(query) * scaling "
           "and k_proj(key)), applies attn_mask and key_padding_mask and the softmax inline: no "
           "function or module takes Q, K and V")
-NO_ADAM = (f"{OPTIMIZATION} ships Adafactor and learning-rate schedules, no Adam; the Trainer's "
-           "AdamW (trainer.py, Trainer.get_optimizer_cls_and_kwargs) needs accelerate "
-           "(training_args.py, TrainingArguments._setup_devices raises ImportError without it), "
-           "which the extra does not install")
 TRAINABLE_TABLE = (f"{FSMT}, SinusoidalPositionalEmbedding.__init__: an nn.Embedding of "
                    "max_position_embeddings + padding_idx + 1 rows (FSMTEncoder.__init__, "
                    "FSMTDecoder.__init__) whose weight stays a trainable parameter "
                    "(requires_grad=True, in model.parameters(); only make_weight, called when a "
                    "longer input comes, freezes a freshly computed table)")
 PINS: dict[str, Pin] = {
+    **common_pins(BIASES),  # 3.2.2/eq, 3.2.2/head-dims, 5.3/adam, 5.3/eq3, practice/trainable
     "3.1/shifted-right": (
         "DEVIATES", None,
         f"{FSMT}, shift_tokens_right(input_ids, pad_token_id) takes no start symbol: "
@@ -47,8 +43,6 @@ PINS: dict[str, Pin] = {
     **{cid: ("NOT PROVIDED", None, INLINE) for cid in (
         "3.2.1/eq1", "3.2.1/scale", "3.2.1/softmax-over-keys", "3.2.1/mask",
         "3.2.1/permutation")},
-    "3.2.2/eq": ("VARIANT", "projection-biases", BIASES),
-    "3.2.2/head-dims": ("VARIANT", "projection-biases", BIASES),
     "3.5/formula": (
         "VARIANT", "concatenated-sin-cos, one-based-positions, timescale-denominator",
         f"{FSMT}, SinusoidalPositionalEmbedding.get_embedding: emb = math.log(10000) / "
@@ -59,18 +53,8 @@ PINS: dict[str, Pin] = {
         "VARIANT", "learned-positions",
         f"{TRAINABLE_TABLE}: a model built for a longer max_len has more trainable parameters, "
         "and an optimizer updates the table"),
-    "5.3/adam": ("NOT PROVIDED", None, NO_ADAM),
-    "5.3/eq3": (
-        "VARIANT", "step-zero",
-        f"{OPTIMIZATION}, _get_inverse_sqrt_schedule_lr_lambda: current_step / "
-        "num_warmup_steps during warmup (0 at step 0), then 1 / sqrt((current_step + shift) / "
-        "timescale); get_inverse_sqrt_schedule: timescale = num_warmup_steps. On the base rate "
-        "d_model^-0.5 warmup^-0.5 that is Eq. 3"),
-    "5.4/label-smoothing": (
-        "DEVIATES", "no-label-smoothing",
-        f"{FSMT}, FSMTForConditionalGeneration.forward: loss_fct = CrossEntropyLoss(); "
-        "masked_lm_loss = loss_fct(lm_logits.view(-1, self.config.tgt_vocab_size), "
-        "labels.view(-1))"),
+    "5.4/label-smoothing": no_label_smoothing(FSMT, "FSMTForConditionalGeneration",
+                                              "tgt_vocab_size"),
     "6.1/beam-search": (
         "NOT PROVIDED", None,
         f"{FSMT}, fill_with_neg_inf: t.float().fill_(torch.finfo(t.dtype).min) overflows for a "
@@ -83,8 +67,6 @@ PINS: dict[str, Pin] = {
         f"{TRAINABLE_TABLE}: two tables of max_len + pad + 1 rows, 2 (max_len + 1) d_model "
         "trainable parameters more than the formula (13,424 instead of 11,344 for d_model 16, "
         f"max_len 64), which no reading of the formula counts; and {BIASES}"),
-    "practice/trainable": (
-        "NOT PROVIDED", None, f"the toy task trains with the optimizer: {NO_ADAM}"),
     "practice/devices-dtypes": (
         "DEVIATES", None,
         f"{FSMT}, fill_with_neg_inf: t.float().fill_(torch.finfo(t.dtype).min) fills a float32 "
