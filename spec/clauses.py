@@ -236,8 +236,9 @@ _ALL: tuple[Clause, ...] = (
         "Multi-head attention",
         "MultiHead(Q, K, V) = Concat(head_1, ..., head_h) W^O with head_i = Attention(Q W_i^Q, "
         "K W_i^K, V W_i^V); checked against a literal per-head oracle with the same weights.",
-        r"\mathrm{MultiHead}(Q, K, V) = \mathrm{Concat}(\mathrm{head}_1, \dots, \mathrm{head}_h)"
-        r" W^O,\ \mathrm{head}_i = \mathrm{Attention}(QW_i^Q, KW_i^K, VW_i^V)",
+        r"\begin{gathered}\mathrm{MultiHead}(Q, K, V) = \mathrm{Concat}(\mathrm{head}_1, \dots,"
+        r" \mathrm{head}_h) W^O,\\ \mathrm{head}_i = \mathrm{Attention}(QW_i^Q, KW_i^K, VW_i^V)"
+        r"\end{gathered}",
         variants=(
             PROJECTION_BIASES,
             Variant(

@@ -3,7 +3,8 @@
 The site is built with ``mkdocs build --strict`` (or taken from ``$ATTENTION_SPEC_SITE``), served
 on 127.0.0.1, and every page is opened. Checked: every equation is rendered by the vendored
 MathJax, no request leaves the machine, no console errors, clause <-> code links work both
-ways, every internal link and fragment resolves, and search finds a clause offline.
+ways, every internal link and fragment resolves, search finds a clause offline, and at the widths
+of a phone (390 px) and of a laptop (1440 px) no page is wider than the screen.
 
 Without chromium, playwright or mkdocs the tests are skipped, except where ``$CI`` is set:
 there they fail, because CI must run them (``.ci/run`` installs chromium, the nox ``tests``
@@ -44,6 +45,7 @@ ARGS = [
     "--no-first-run",
 ]
 HOST = "127.0.0.1"
+NARROW, WIDE = 390, 1440  # a phone's viewport and a laptop's, in CSS pixels
 
 
 def require(ok: object, reason: str) -> None:
@@ -158,6 +160,7 @@ class Visit:
     ids: set[str] = dataclasses.field(default_factory=set)
     links: list[str] = dataclasses.field(default_factory=list)
     console: list[str] = dataclasses.field(default_factory=list)
+    too_wide: dict[int, str] = dataclasses.field(default_factory=dict)  # width -> what overflows
 
 
 @dataclasses.dataclass
@@ -167,8 +170,10 @@ class Crawl:
     missing: list[str]  # requests that got no file (404)
 
 
-def _page(browser: Any, crawl_outside: list[str], crawl_missing: list[str]) -> Any:
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, service_workers="block")
+def _page(
+    browser: Any, crawl_outside: list[str], crawl_missing: list[str], width: int = 1280
+) -> Any:
+    context = browser.new_context(viewport={"width": width, "height": 900}, service_workers="block")
 
     def route(r: Any) -> None:
         host = urlparse(r.request.url).hostname
@@ -195,18 +200,63 @@ def _wait_for_math(page: Any) -> None:
     )
 
 
+# What makes the page wider than the viewport: document.documentElement.scrollWidth is the width
+# of everything laid out, innerWidth the viewport's. The culprits named are the outermost elements
+# past the right edge that no ancestor below <body> scrolls or clips (overflow-x other than
+# visible): a table or equation that scrolls inside its own box is fine.
+OVERFLOW_JS = """() => {
+  const viewport = window.innerWidth;
+  const page = document.documentElement.scrollWidth;
+  if (page <= viewport) return {viewport, page, culprits: []};
+  const past = (e) => e.getBoundingClientRect().right + window.scrollX > viewport + 0.5;
+  const contained = (e) => {
+    for (let a = e.parentElement; a && a !== document.body; a = a.parentElement) {
+      if (getComputedStyle(a).overflowX !== 'visible') return true;
+    }
+    return false;
+  };
+  const name = (e) => e.tagName.toLowerCase() + (e.id ? '#' + e.id : '') +
+    Array.from(e.classList, c => '.' + c).join('');
+  const culprits = [];
+  for (const e of document.body.querySelectorAll('*')) {
+    const box = e.getBoundingClientRect();
+    if ((box.width === 0 && box.height === 0) || !past(e) || contained(e)) continue;
+    if (e.parentElement !== document.body && past(e.parentElement)) continue;  // not outermost
+    culprits.push(`${name(e)} (${Math.round(box.width)} px wide, ` +
+                  `right edge at ${Math.round(box.right + window.scrollX)} px)`);
+  }
+  return {viewport, page, culprits};
+}"""
+
+
+def _too_wide(page: Any) -> str:
+    """Empty when the page fits its viewport, else how wide it is and what makes it so."""
+    found = page.evaluate(OVERFLOW_JS)
+    if found["page"] <= found["viewport"]:
+        return ""
+    culprits = found["culprits"][:5] or ["no single element found"]
+    more = len(found["culprits"]) - 5
+    return (
+        f"{found['page']} px wide in a {found['viewport']} px viewport: "
+        + "; ".join(culprits)
+        + (f"; and {more} more" if more > 0 else "")
+    )
+
+
 @pytest.fixture(scope="module")
 def crawl(browser: Any, server: str, site: Path) -> Crawl:
-    """Open every page of the site once and record what it showed."""
+    """Open every page of the site once at each width (WIDE, NARROW) and record what it showed."""
     outside: list[str] = []
     missing: list[str] = []
-    page = _page(browser, outside, missing)
+    page = _page(browser, outside, missing, WIDE)
+    narrow = _page(browser, outside, missing, NARROW)
     current: list[Visit] = []
-    page.on(
-        "console",
-        lambda m: current[-1].console.append(m.text) if m.type == "error" and current else None,
-    )
-    page.on("pageerror", lambda e: current[-1].console.append(str(e)) if current else None)
+    for p in (page, narrow):
+        p.on(
+            "console",
+            lambda m: current[-1].console.append(m.text) if m.type == "error" and current else None,
+        )
+        p.on("pageerror", lambda e: current[-1].console.append(str(e)) if current else None)
     visits: dict[str, Visit] = {}
     pages = sorted(
         p.relative_to(site).as_posix()
@@ -234,8 +284,13 @@ def crawl(browser: Any, server: str, site: Path) -> Crawl:
         visit.math, visit.rendered = state["math"], state["rendered"]
         visit.errors_in_math = state["merror"]
         visit.ids, visit.links = set(state["ids"]), state["links"]
+        visit.too_wide[WIDE] = _too_wide(page)
+        narrow.goto(url)
+        _wait_for_math(narrow)
+        visit.too_wide[NARROW] = _too_wide(narrow)
         visits[url] = visit
     page.context.close()
+    narrow.context.close()
     return Crawl(visits, outside, missing)
 
 
@@ -269,6 +324,51 @@ def test_nothing_is_missing(crawl: Crawl) -> None:
 def test_no_console_errors(crawl: Crawl) -> None:
     errors = {v.url: v.console for v in crawl.visits.values() if v.console}
     assert not errors, f"console errors: {errors}"
+
+
+@pytest.mark.parametrize("width", [NARROW, WIDE])
+def test_no_page_is_wider_than_the_screen(crawl: Crawl, width: int) -> None:
+    measured = [v for v in crawl.visits.values() if width in v.too_wide]
+    assert len(measured) == len(crawl.visits), f"pages not measured at {width} px"
+    wide = {v.url: v.too_wide[width] for v in measured if v.too_wide[width]}
+    assert not wide, f"pages wider than a {width} px screen:\n" + "\n".join(
+        f"{url}: {what}" for url, what in wide.items()
+    )
+
+
+def test_the_width_check_names_what_overflows(browser: Any, server: str) -> None:
+    """The check above can fail: an element wider than the screen is named, with its width,
+    unless it sits in a box of its own that scrolls."""
+    page = _page(browser, [], [], NARROW)
+    try:
+        page.goto(server + "clauses/")
+        _wait_for_math(page)
+        assert _too_wide(page) == ""
+        right = page.evaluate(
+            """() => {
+              const wide = document.createElement('div');
+              wide.id = 'too-wide';
+              wide.className = 'probe';
+              wide.style.width = '1000px';
+              wide.style.height = '1px';
+              document.querySelector('article').append(wide);
+              return Math.round(wide.getBoundingClientRect().right);
+            }"""
+        )
+        found = _too_wide(page)
+        assert found.startswith(f"{right} px wide in a {NARROW} px viewport"), found
+        assert f"div#too-wide.probe (1000 px wide, right edge at {right} px)" in found, found
+        page.evaluate(
+            """() => {
+              const box = document.createElement('div');
+              box.style.overflowX = 'auto';
+              document.querySelector('article').append(box);
+              box.append(document.getElementById('too-wide'));
+            }"""
+        )
+        assert _too_wide(page) == ""
+    finally:
+        page.context.close()
 
 
 def test_every_internal_link_and_fragment_resolves(crawl: Crawl, site: Path, server: str) -> None:

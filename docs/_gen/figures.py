@@ -44,7 +44,11 @@ def save(fig: plt.Figure, name: str) -> None:
 # -- 3.5 ----------------------------------------------------------------------------------------
 def positional_encoding_figure() -> None:
     pe = positional_encoding(100, 128, dtype=torch.float64)
-    fig, (heat, curves) = plt.subplots(1, 2, figsize=(10, 3.4), width_ratios=[1.3, 1])
+    # constrained layout makes room for the colour bar: without it, the bar's tick labels
+    # overlap the right panel's
+    fig, (heat, curves) = plt.subplots(
+        1, 2, figsize=(10, 3.4), width_ratios=[1.3, 1], layout="constrained"
+    )
     image = heat.imshow(pe.T.numpy(), aspect="auto", cmap="RdBu", vmin=-1, vmax=1, origin="lower")
     heat.set(xlabel="position pos", ylabel="dimension (2i, 2i+1)", title="PE, d_model = 128")
     fig.colorbar(image, ax=heat, fraction=0.04)
