@@ -476,7 +476,8 @@ def _isolate(request: pytest.FixtureRequest) -> Iterator[None]:
             torch.set_grad_enabled(saved[1])
             torch.use_deterministic_algorithms(saved[2])
             torch.set_num_threads(saved[3])
-            torch.set_default_device(saved[4])
+            if torch.get_default_device() != saved[4]:  # setting it, even to the same device,
+                torch.set_default_device(saved[4])  # routes every later torch call via Python
 
 
 CAPTURE_LIMIT = 20_000

@@ -1,35 +1,63 @@
-"""Running the conformance suite in-process from the project's tests (pytester), so that
-coverage sees the suite's paths: one helper for every test that judges an implementation."""
+"""Running the conformance suite in-process from the project's tests, so that coverage sees the
+suite's paths: one helper for every test that judges an implementation.
+
+The suite runs through ``pytest.main`` in this process. Modules stay imported between runs (no
+``sys.modules`` snapshot as ``pytester.runpytest_inprocess`` takes): the suite's modules and
+what they import are imported once per process, not once per run (about a second of CPU per
+run), which counts where a test file runs the suite dozens of times (``tests/test_mutants.py``).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
+
+from spec import progress
+from spec.plugin import PRIOR_VAR
 
 Report = dict[str, dict[str, Any]]
 """clause id -> the clause's entry of a ``--conformance-json`` report."""
 
 
-def suite_report(
-    pytester: pytest.Pytester, impl: str, modules: list[str], *args: str, name: str | None = None
+def run_suite(
+    workdir: Path, impl: str, modules: list[str], *args: str, name: str | None = None
 ) -> Report:
     """The suite's report on ``impl`` (``--impl``) over ``modules`` (``spec.suite`` or some of
     its modules, by dotted name), with pytest ``args`` (``-k``, ...): clause id -> entry.
-    ``name``: the implementation name the report must carry."""
-    out = pytester.path / "report.json"
+
+    The run happens in ``workdir`` (its report is written there), without the caller's
+    ``$PYTEST_ADDOPTS``, its output kept out of the caller's. ``name``: the implementation name
+    the report must carry."""
+    out = workdir / "report.json"
     out.unlink(missing_ok=True)
-    result = pytester.runpytest_inprocess(
-        "--pyargs", *modules, "-p", "no:cacheprovider", "--impl", impl,
-        "--conformance-json", str(out), *args,
-    )  # fmt: skip
-    assert out.exists(), result.stdout.str()[-3000:]
+    output = io.StringIO()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(workdir)
+        for variable in ("PYTEST_ADDOPTS", progress.ENV_VAR, PRIOR_VAR):  # an outer run's
+            mp.delenv(variable, raising=False)
+        with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
+            code = pytest.main([
+                "--pyargs", *modules, "-p", "no:cacheprovider", "--impl", impl,
+                "--conformance-json", str(out), *args,
+            ])  # fmt: skip
+    assert out.exists(), f"no report (pytest exit code {code}):\n{output.getvalue()[-3000:]}"
     report = json.loads(out.read_text())
     if name is not None:
         assert report["implementation"] == name
     return {c["id"]: c for c in report["clauses"]}
+
+
+def suite_report(
+    pytester: pytest.Pytester, impl: str, modules: list[str], *args: str, name: str | None = None
+) -> Report:
+    """:func:`run_suite` in ``pytester``'s directory (for tests that use the fixture)."""
+    return run_suite(pytester.path, impl, modules, *args, name=name)
 
 
 def bug(entry: Mapping[str, Any]) -> str | None:

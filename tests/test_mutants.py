@@ -2,44 +2,39 @@
 diagnosis, and recognises every legitimate variant without a false alarm.
 
 Each implementation is run through the suite in-process (so that coverage sees the suite's
-deviation and diagnosis paths): a broken mutant against the modules of its expected clauses, a
-variant against the whole suite (the variants come first: they take longest, which keeps
-xdist's workers busy to the end). With ``$ATTENTION_SPEC_DETECTION_JSON`` set, each test also
-records its row of the detection table there (``python -m tests.mutants`` does this).
+deviation and diagnosis paths), by :func:`tests.suite_run.run_suite`, which imports the suite
+once per process: a broken mutant against the modules of its expected clauses, a variant against
+the whole suite (the variants come first: they take longest, which keeps xdist's workers busy to
+the end). With ``$ATTENTION_SPEC_DETECTION_JSON`` set, each test also records its row of the
+detection table there (``python -m tests.mutants`` does this).
 """
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import pytest
-import torch._dynamo  # noqa: F401  (imported lazily by torch; pytester must not unload it)
 
-import spec.adapters.reference
-import spec.oracle  # noqa: F401  (imported before pytester snapshots sys.modules)
 from spec.clauses import CLAUSES
 from spec.diagnosis import KNOWN_BUGS
 from tests.mutants import detection, impl, mutants, variants
 from tests.mutants.kit import Implementation, Mutant, Variant
-from tests.suite_run import suite_report
-
-pytest_plugins = ["pytester"]
+from tests.suite_run import Report, run_suite
 
 MUTANTS = mutants()
 VARIANTS = variants()
 
 
-def run_suite(
-    pytester: pytest.Pytester, cls: type[Implementation], modules: list[str]
-) -> dict[str, dict[str, Any]]:
+def report(tmp_path: Path, cls: type[Implementation], modules: list[str]) -> Report:
     """The suite's report on ``cls``, clause id -> clause entry."""
-    return suite_report(pytester, impl(cls), modules, name=cls.name)
+    return run_suite(tmp_path, impl(cls), modules, name=cls.name)
 
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=lambda cls: cls.name)
-def test_variant_is_recognised(pytester: pytest.Pytester, variant: type[Variant]) -> None:
-    clauses = run_suite(pytester, variant, detection.suite_modules(variant))
+def test_variant_is_recognised(tmp_path: Path, variant: type[Variant]) -> None:
+    clauses = report(tmp_path, variant, detection.suite_modules(variant))
     table = os.environ.get(detection.DETECTION_ENV)
     if table:
         detection.record(table, "variants", detection.variant_row(variant, clauses))
@@ -48,9 +43,9 @@ def test_variant_is_recognised(pytester: pytest.Pytester, variant: type[Variant]
 
 
 @pytest.mark.parametrize("mutant", MUTANTS, ids=lambda cls: cls.name)
-def test_mutant_is_caught(pytester: pytest.Pytester, mutant: type[Mutant]) -> None:
+def test_mutant_is_caught(tmp_path: Path, mutant: type[Mutant]) -> None:
     full = detection.full_runs()
-    clauses = run_suite(pytester, mutant, detection.suite_modules(mutant, full))
+    clauses = report(tmp_path, mutant, detection.suite_modules(mutant, full))
     table = os.environ.get(detection.DETECTION_ENV)
     if table:
         detection.record(table, "mutants", detection.mutant_row(mutant, clauses, full=full))

@@ -19,16 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch._dynamo  # noqa: F401  (imported lazily by torch; pytester must not unload it)
 
-import spec.oracle  # noqa: F401  (imported before pytester snapshots sys.modules)
 import tests.outside
 from spec.clauses import CLAUSES
 from spec.diagnosis import KNOWN_BUGS
 from tests.mutants import detection
-from tests.suite_run import bug, suite_report
-
-pytest_plugins = ["pytester"]
+from tests.suite_run import bug, run_suite
 
 VERDICTS = ("CONFORMS", "VARIANT", "DEVIATES", "NOT PROVIDED", "ERROR")
 
@@ -96,8 +92,8 @@ def problems(case: Case, clauses: dict[str, dict[str, Any]]) -> list[str]:
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
-def test_verdicts(pytester: pytest.Pytester, case: Case) -> None:
-    clauses = suite_report(pytester, case.impl, ["spec.suite"])
+def test_verdicts(tmp_path: Path, case: Case) -> None:
+    clauses = run_suite(tmp_path, case.impl, ["spec.suite"])
     table = os.environ.get(detection.DETECTION_ENV)
     if table:
         detection.record(table, "outside", outside_row(case, clauses))
@@ -109,7 +105,8 @@ def outside_row(case: Case, clauses: dict[str, dict[str, Any]]) -> dict[str, Any
     """One row of the detection table for an implementation of the outside corpus."""
     deviating = [c for c in CLAUSES if case.expected(c)[0] == "DEVIATES"]
     expected = sorted({n for c in deviating for n in case.expected(c)[1]} - {"unknown"})
-    quality = {detection.diagnosis_quality(e, clauses, deviating) for e in expected or [None]}
+    names: list[str | None] = [*expected] if expected else [None]
+    quality = {detection.diagnosis_quality(e, clauses, deviating) for e in names}
     return {
         "outside": case.name,
         "impl": case.impl,
