@@ -34,7 +34,7 @@ from spec.adapter import Config
 from spec.check import Check, Deviation
 from spec.clauses import CLAUSES
 from spec.cli import private_storage
-from spec.guard import guarded
+from spec.guard import ImplementationError, guarded
 
 pytest_plugins = ["pytester"]
 
@@ -459,7 +459,10 @@ def test_guard_checks_outputs_against_the_inputs_or_the_module() -> None:
     mixed = guarded(check(), "attention", lambda q, k, v, mask: q.float())  # nothing to expect
     q = torch.ones(1, 2, 4, dtype=torch.float64)
     mixed(q, q.float(), q, None)
-    guarded(check(), "greedy", lambda *a: [1, 2])(model, q)  # not a tensor method: unchecked
+    guarded(check(), "save", lambda *a: [1, 2])(model, q)  # its result is not used: unchecked
+    with pytest.raises(ImplementationError, match=r"adapter\.greedy returned list, expected a "
+                       r"tensor of ids"):
+        guarded(check(), "greedy", lambda *a: [1, 2])(model, q)
     loss = guarded(check(), "loss", lambda z, target, pad: z.float().sum())
     loss(q, torch.ones(1, 2, dtype=torch.long), 0)  # a loss may be more (or less) precise
     with pytest.raises(Deviation, match=r"adapter\.loss returned device meta, expected cpu"):
