@@ -120,3 +120,18 @@ def test_main_runs_the_packaged_suite_in_process(
     assert code == 0
     assert json.loads((tmp_path / "r.json").read_text())["summary"]["CONFORMS"] == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pytest.ini", "r.json"]
+
+
+def test_a_selection_without_clause_tests_is_a_usage_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """``-k`` that matches no clause test writes no report and says so, with the usage exit
+    status (pytest alone would exit 5, "no tests collected", and write nothing)."""
+    from spec.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    code = main(["-k", "no_such_test_anywhere", "-p", "no:xdist", "-q", "--conformance-json",
+                 "r.json"])
+    assert code == USAGE
+    assert "no clause test matched the selection" in capfd.readouterr().err
+    assert not (tmp_path / "r.json").exists()
