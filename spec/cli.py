@@ -123,7 +123,7 @@ def supervise(command: list[str], directory: str) -> int:
         finished += [e["test"] for e in events if e["event"] == "finish"] + [test]
         with open(resume, "w", encoding="utf-8") as f:
             json.dump({"outcomes": outcomes, "done": finished}, f)
-        env["ATTENTION_SPEC_RESUME"] = resume
+        env[progress.RESUME_VAR] = resume
     print(f"attention-spec: gave up after {MAX_ATTEMPTS} crashed attempts", file=sys.stderr)
     return int(pytest.ExitCode.INTERNAL_ERROR)
 

@@ -512,15 +512,10 @@ def cap_output(rep: pytest.TestReport) -> None:
 
 
 # -- runs cut short ---------------------------------------------------------------------------
-PRIOR_VAR = "ATTENTION_SPEC_RESUME"
-"""A JSON file ``{"outcomes": [...], "done": [node ids]}`` from the supervisor of ``python -m
-spec`` (:mod:`spec.cli`): a run resumed after a crash reports the earlier attempts' outcomes and
-does not run their tests again."""
-
-
 def resumed() -> tuple[list[Outcome], set[str]]:
-    """The outcomes and finished tests of the earlier attempts of a resumed run."""
-    path = os.environ.get(PRIOR_VAR)
+    """The outcomes and finished tests of the earlier attempts of a resumed run (the file
+    ``$ATTENTION_SPEC_RESUME`` names: see :data:`spec.progress.RESUME_VAR`)."""
+    path = os.environ.get(progress.RESUME_VAR)
     if not path:
         return [], set()
     with open(path, encoding="utf-8") as f:

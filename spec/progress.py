@@ -17,9 +17,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ENV_VAR", "read", "record"]
+__all__ = ["ENV_VAR", "RESUME_VAR", "read", "record"]
 
 ENV_VAR = "ATTENTION_SPEC_PROGRESS"
+"""Names the progress file (set by the supervisor for its child)."""
+
+RESUME_VAR = "ATTENTION_SPEC_RESUME"
+"""Names a JSON file ``{"outcomes": [...], "done": [node ids]}`` from the supervisor: a run
+resumed after a crash reports the earlier attempts' outcomes and does not run their tests
+again."""
 
 
 def record(event: str, path: str | None = None, **fields: Any) -> None:

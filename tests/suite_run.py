@@ -19,7 +19,6 @@ from typing import Any
 import pytest
 
 from spec import progress
-from spec.plugin import PRIOR_VAR
 
 Report = dict[str, dict[str, Any]]
 """clause id -> the clause's entry of a ``--conformance-json`` report."""
@@ -39,7 +38,7 @@ def run_suite(
     output = io.StringIO()
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(workdir)
-        for variable in ("PYTEST_ADDOPTS", progress.ENV_VAR, PRIOR_VAR):  # an outer run's
+        for variable in ("PYTEST_ADDOPTS", progress.ENV_VAR, progress.RESUME_VAR):  # an outer run's
             mp.delenv(variable, raising=False)
         with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
             code = pytest.main([
