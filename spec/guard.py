@@ -186,9 +186,9 @@ def _check_not_reused(name: str, result: Tensor, arguments: list[tuple[str, Any]
     the caller, whose values it has overwritten (an output buffer reused across calls): every
     earlier result would silently change under the suite. A result that is one of the call's
     inputs, or equal to the earlier one, is fine."""
-    if result.device.type == "meta" or result.layout != torch.strided:
+    where = _storage(result)
+    if where is None or result.device.type == "meta" or result.layout != torch.strided:
         return
-    where = result.untyped_storage().data_ptr()
     inputs = {_storage(t) for label, value in arguments for _, t in _tensors(label, value)}
     for ref, pointer, fingerprint in returned:
         earlier = ref()
