@@ -109,9 +109,12 @@ def guarded(check: Check, name: str, method: Callable[..., Any]) -> Callable[...
             raise
         if os.getpid() != interrupts.pid:  # a process the method forked: it must not run on
             os._exit(0)  # through the rest of the session (the parent reports the clause)
-        for label, tensor, copy in before:
-            if not _unchanged(copy, tensor):
-                check.deviates(f"adapter.{name} modified its input in place ({label})")
+        changed = [(label, t) for label, t, copy in before if not _unchanged(copy, t)]
+        if changed:
+            owned = _owned(arguments)  # a module's own tensors may change (load, a training step)
+            for label, tensor in changed:
+                if _storage(tensor) not in owned:
+                    check.deviates(f"adapter.{name} modified its input in place ({label})")
         _check_return(name, result)
         if isinstance(result, Tensor) and name in TENSOR_OUTPUTS:
             _check_not_reused(name, result, arguments, returned)
@@ -314,22 +317,24 @@ def _storage(t: Tensor) -> int | None:
 
 def _snapshot(arguments: list[tuple[str, Any]]) -> list[tuple[str, Tensor, Tensor]]:
     """(label, tensor, copy) for each tensor argument whose values can be read."""
+    out = []
+    for label, value in arguments:
+        for where, t in _tensors(label, value):
+            if t.device.type != "meta" and t.layout == torch.strided:
+                out.append((where, t, t.detach().clone()))
+    return out
+
+
+def _owned(arguments: list[tuple[str, Any]]) -> set[int | None]:
+    """The storages of the parameters and buffers of the module arguments (computed only when an
+    argument changed: walking a model's tensors on every call costs more than the call)."""
     modules = [v for _, v in arguments if isinstance(v, nn.Module)]
-    owned = {
+    return {
         _storage(t)
         for m in modules
         for t in itertools.chain(m.parameters(), m.buffers())
         if t.device.type != "meta"
-    }
-    out = []
-    for label, value in arguments:
-        for where, t in _tensors(label, value):
-            if t.device.type == "meta" or t.layout != torch.strided:
-                continue
-            if owned and _storage(t) in owned:
-                continue
-            out.append((where, t, t.detach().clone()))
-    return out
+    } - {None}
 
 
 def _unchanged(copy: Tensor, now: Tensor) -> bool:

@@ -462,7 +462,8 @@ def _isolate(request: pytest.FixtureRequest) -> Iterator[None]:
     saved = (
         torch.get_default_dtype(),
         torch.is_grad_enabled(),
-        torch.are_deterministic_algorithms_enabled(),
+        (torch.are_deterministic_algorithms_enabled(),
+         torch.is_deterministic_algorithms_warn_only_enabled()),
         torch.get_num_threads(),
         torch.get_default_device(),
     )
@@ -474,7 +475,10 @@ def _isolate(request: pytest.FixtureRequest) -> Iterator[None]:
         finally:
             torch.set_default_dtype(saved[0])
             torch.set_grad_enabled(saved[1])
-            torch.use_deterministic_algorithms(saved[2])
+            deterministic = (torch.are_deterministic_algorithms_enabled(),
+                             torch.is_deterministic_algorithms_warn_only_enabled())
+            if deterministic != saved[2]:  # setting it imports torch._inductor: 1.7 s at first
+                torch.use_deterministic_algorithms(saved[2][0], warn_only=saved[2][1])
             torch.set_num_threads(saved[3])
             if torch.get_default_device() != saved[4]:  # setting it, even to the same device,
                 torch.set_default_device(saved[4])  # routes every later torch call via Python

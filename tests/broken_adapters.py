@@ -158,7 +158,8 @@ class Spins(ReferenceAdapter):
 
 
 class LeaksGlobalState(ReferenceAdapter):
-    """``attention`` changes torch's global state: default dtype, grad mode, RNG, threads."""
+    """``attention`` changes torch's global state: default dtype, grad mode, RNG, threads,
+    deterministic algorithms."""
 
     name = "leaks-global-state"
 
@@ -167,6 +168,7 @@ class LeaksGlobalState(ReferenceAdapter):
         torch.set_grad_enabled(False)
         torch.manual_seed(0)
         torch.set_num_threads(1)
+        torch.use_deterministic_algorithms(True, warn_only=True)
         return super().attention(q, k, v, mask)
 
 

@@ -224,6 +224,8 @@ def global_state() -> dict[str, Any]:
         "default dtype": torch.get_default_dtype(),
         "grad mode": torch.is_grad_enabled(),
         "threads": torch.get_num_threads(),
+        "deterministic algorithms": (torch.are_deterministic_algorithms_enabled(),
+                                     torch.is_deterministic_algorithms_warn_only_enabled()),
         "cpu rng": torch.get_rng_state(),
         "SIGALRM handler": signal.getsignal(signal.SIGALRM) if hasattr(signal, "SIGALRM") else 0,
         "timer": signal.getitimer(signal.ITIMER_REAL) if hasattr(signal, "setitimer") else 0,
