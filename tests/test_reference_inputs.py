@@ -221,6 +221,24 @@ def test_a_checkpoint_with_mixed_dtypes_is_refused(tmp_path: Path) -> None:
         T.load_checkpoint(path)
 
 
+def test_a_checkpoint_whose_tied_weights_differ_is_refused(tmp_path: Path) -> None:
+    """The generator and the embeddings are one matrix (3.4/weight-tying): a state dict giving
+    them different values used to load silently, the last of them winning."""
+    model = model_of()
+    assert model.config.share_vocab
+    for name in ("generator.weight", "src_embed.weight"):
+        state = {k: v.clone() for k, v in model.state_dict().items()}  # untie the copies
+        state[name] += 1.0
+        path = save(tmp_path / "untied.pt", model.config.to_dict(), state)
+        with pytest.raises(T.CheckpointError, match=re.escape(
+                f"and {name} are one tied matrix (3.4/weight-tying), but the checkpoint gives "
+                "them different values")):
+            T.load_checkpoint(path)
+    state = {k: v.clone() for k, v in model.state_dict().items()}  # equal copies: one matrix
+    loaded = T.load_checkpoint(save(tmp_path / "copies.pt", model.config.to_dict(), state))
+    assert loaded.generator.weight is loaded.tgt_embed.weight
+
+
 @pytest.fixture
 def no_real_model(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Record the default device of every model the loader builds: ``meta`` costs no memory."""

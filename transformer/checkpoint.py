@@ -61,7 +61,7 @@ def load_checkpoint(
         CheckpointError: the file is missing, truncated or corrupt, is not a checkpoint, carries
             pickled objects, its configuration is invalid or does not match ``config``, its
             weights do not fit the configuration (names, shapes, number of layers), mix dtypes
-            or are not floating point, or its ``max_len`` asks for a positional-encoding table
+            or are not floating point, its tied weights differ, or its ``max_len`` asks for a positional-encoding table
             larger than :data:`MAX_POSITION_TABLE_BYTES`.
     """
     try:
@@ -126,7 +126,8 @@ def _check_state(
                 f"holds {found} {stack} layers"
             )
     with torch.device("meta"):
-        expected = Transformer(config).state_dict()
+        meta = Transformer(config)
+    expected = meta.state_dict()
     missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
     if missing or unexpected:
         raise CheckpointError(f"{unfit} missing {missing}, unexpected {unexpected}")
@@ -160,6 +161,19 @@ def _check_state(
             f"{path}: the state dict mixes dtypes: {groups}; a checkpoint holds one dtype, "
             "the one the model is loaded in"
         )
+    tied: dict[int, list[str]] = {}  # 3.4/weight-tying: one matrix under several names
+    for name, parameter in meta.named_parameters(remove_duplicate=False):
+        tied.setdefault(id(parameter), []).append(name)
+    for first, *others in tied.values():
+        for other in others:
+            a, b = state[first], state[other]
+            if "meta" in (a.device.type, b.device.type):  # loaded without values: nothing to see
+                continue
+            if not torch.equal(a, b):
+                raise CheckpointError(
+                    f"{path}: {first} and {other} are one tied matrix (3.4/weight-tying), but "
+                    "the checkpoint gives them different values"
+                )
     table = config.max_len * config.d_model * 8  # PositionalEncoding keeps it in float64
     if table > MAX_POSITION_TABLE_BYTES:  # d_model is the weights' own: max_len is the cause
         raise CheckpointError(
