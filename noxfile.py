@@ -30,24 +30,33 @@ def install(session: nox.Session, extras: str = "") -> None:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """The project's tests and the spec suite against the reference, with coverage (>= 95%).
-
-    The documentation site is built and checked in chromium too (``apt-get install chromium``;
+    """The project's tests and the spec suite against the reference, with coverage (>= 95%);
+    then the documentation site, built and checked in chromium (``apt-get install chromium``;
     without it the browser tests skip, or fail where ``$CI`` is set).
+
+    The site is checked after the other tests because the build reuses what they made: the
+    suite's reports on every implementation and the corpora's detection table
+    (``tests/docs_data.py``), so that it runs nothing twice. With extra arguments (they go to
+    pytest) there is one run, the browser tests in it wherever they are selected.
     """
     install(session, "test,docs,browser,matrix")  # docs, browser: tests/test_docs_browser.py;
     # matrix: tests/test_matrix.py
+    browser = "tests/test_docs_browser.py"
     session.run(
         "pytest",
         "-n",
-        "2",
+        "3",  # on two cores: some tests wait (for subprocesses, for time limits to pass), and a
+        "--dist",  # third worker uses what they leave idle; workers steal queued tests so that
+        "worksteal",  # they end together
         "--cov",
         "--cov-report=term",
         "--durations=15",  # the slowest tests, so that a regression shows
         "tests",
         "spec/suite",
-        *session.posargs,
+        *(session.posargs or ["--ignore", browser]),
     )
+    if not session.posargs:
+        session.run("pytest", "--durations=5", browser)
 
 
 @nox.session

@@ -12,6 +12,7 @@ import spec.adapters.reference
 import spec.adapters.torch_nn
 import spec.oracle
 from spec.clauses import CLAUSES
+from tests import docs_data
 
 pytest_plugins = ["pytester"]
 
@@ -76,6 +77,7 @@ def run_suite(pytester: pytest.Pytester, impl: str) -> dict[str, dict[str, objec
     }
     changed = [k for k, unchanged in same.items() if not unchanged]
     assert not changed, f"the suite changed global state: {changed}"
+    docs_data.keep_report(impl, out)
     report = json.loads(out.read_text())
     return {c["id"]: c for c in report["clauses"]}
 

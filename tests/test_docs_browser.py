@@ -31,6 +31,9 @@ from urllib.parse import urldefrag, urljoin, urlparse
 
 import pytest
 
+from tests import docs_data
+from tests.mutants import detection
+
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = os.environ.get("ATTENTION_SPEC_CHROMIUM", "/usr/bin/chromium")
 ARGS = [
@@ -60,7 +63,7 @@ def require(ok: object, reason: str) -> None:
 # -- the site --------------------------------------------------------------------------------------
 def _inputs_key() -> str:
     h = hashlib.sha256()
-    for folder in ("docs", "spec", "transformer"):
+    for folder in ("docs", "spec", "transformer", "tests"):  # tests: the pins and the corpora
         for path in sorted((ROOT / folder).rglob("*")):
             if path.is_file() and "__pycache__" not in path.parts:
                 h.update(path.relative_to(ROOT).as_posix().encode())
@@ -97,7 +100,8 @@ def site() -> Path:
         if not (stamp.exists() and stamp.read_text() == key and (target / "index.html").exists()):
             stamp.unlink(missing_ok=True)
             env = {**os.environ, "DISABLE_MKDOCS_2_WARNING": "true", "NO_MKDOCS_2_WARNING": "1"}
-            env.pop("PYTEST_ADDOPTS", None)
+            for variable in ("PYTEST_ADDOPTS", docs_data.KEYS_ENV, detection.DETECTION_ENV):
+                env.pop(variable, None)  # the session's, not the build's
             build = subprocess.run(
                 [sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(target)],
                 cwd=ROOT,

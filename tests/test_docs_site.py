@@ -205,3 +205,29 @@ def test_the_canonical_names_table_is_what_the_reference_returns() -> None:
     leaves = {name.rsplit(".", 1)[1] for name in params
               if re.match(r"(encoder|decoder)\.\d+\.", name)}
     assert leaves == names - optional
+
+
+def test_a_result_the_tests_keep_is_what_the_build_reuses(tmp_path: Path) -> None:
+    """sitedata.keep stamps a result with its sources' key; the build reuses it under that key
+    only, and a detection table is handed over only when it has every row."""
+    import json
+
+    from tests.mutants import detection, mutants, variants
+    from tests.test_outside import CASES
+
+    target = tmp_path / "conformance-x.json"
+    S.keep(target, '{"clauses": []}', "key-1")
+    assert json.loads(target.read_text()) == {"clauses": []}
+    assert not S._stale(target, "key-1", "auto")
+    assert S._stale(target, "key-2", "auto") and not target.exists()
+    table = {
+        "mutants": [{"mutant": cls.name} for cls in mutants()],
+        "variants": [{"variant": cls.name} for cls in variants()],
+        "outside": [{"outside": case.name} for case in CASES],
+    }
+    path = tmp_path / "detection.json"
+    path.write_text(json.dumps(table))
+    assert detection.complete(path)
+    path.write_text(json.dumps({**table, "outside": table["outside"][1:]}))
+    assert not detection.complete(path)
+    assert not detection.complete(tmp_path / "missing.json")

@@ -24,6 +24,7 @@ import spec.oracle  # noqa: F401  (imported before pytester snapshots sys.module
 from spec.adapter import SHIPPED, AdapterError, load_adapter
 from spec.clauses import CLAUSES
 from spec.diagnosis import KNOWN_BUGS
+from tests import docs_data
 from tests import matrix as pinned
 from tests.suite_run import suite_report
 
@@ -50,6 +51,7 @@ def test_verdicts_are_the_pinned_ones(pytester: pytest.Pytester, impl: str) -> N
     and the pin's justification."""
     pinned.need(impl)
     report = suite_report(pytester, impl, ["spec.suite"])
+    docs_data.keep_report(impl, pytester.path / "report.json")
     pins = pinned.pins(impl)
     assert set(report) == set(CLAUSES)
     wrong = []

@@ -8,9 +8,13 @@ griffe extension (``griffe_clauses.py``) and the mkdocs hook (``hooks.py``).
 * Reference code: the docstrings of ``transformer/`` are scanned (statically, with ``ast``):
   a module's ``Implements:`` paragraph names the clauses it implements, and an object whose own
   docstring names a clause id (or the clause's section or equation) is the specific code.
-* Reports: JSON conformance reports of the reference and of ``torch.nn``, made by running the
-  suite (``python -m spec --impl NAME --conformance-json=PATH``) at build time and cached under
-  ``build/docs-data/`` keyed by a hash of ``spec/`` and ``transformer/``.
+* Reports: JSON conformance reports of each implementation of :data:`IMPLEMENTATIONS`, and
+  the mutant corpus's detection table, made by running the suite (``python -m spec --impl NAME
+  --conformance-json=PATH``) and the corpora (``python -m tests.mutants``) at build time and
+  cached under ``build/docs-data/`` keyed by a hash of what they depend on
+  (:func:`reports_key`, :func:`detection_key`). The project's test session makes the same
+  results (the same suite runs, in-process) and keeps them there with :func:`keep`, so that a
+  build after it runs nothing again.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import hashlib
 import html
 import importlib
 import importlib.metadata
+import importlib.util
 import inspect
 import json
 import logging
@@ -284,6 +289,29 @@ def _source_key(*extra: str) -> str:
     return h.hexdigest()
 
 
+def reports_key() -> str:
+    """The key of the conformance reports: the suite and the implementations (the libraries'
+    adapters are in ``spec/``; their pinned versions come with the extra ``matrix``)."""
+    return _source_key()
+
+
+def detection_key() -> str:
+    """The key of the detection table: the suite, the corpora and their meta-tests."""
+    return _source_key("tests/mutants", "tests/test_mutants.py", "tests/outside",
+                       "tests/test_outside.py", "tests/suite_run.py")
+
+
+def keep(target: Path, text: str, key: str) -> None:
+    """Keep ``text`` as ``target``, stamped with ``key`` (that of the sources it was made
+    from), for a later build to reuse: how the test session hands over its results."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_suffix(".partial")
+    partial.write_text(text)
+    target.with_suffix(".key").unlink(missing_ok=True)
+    partial.replace(target)
+    target.with_suffix(".key").write_text(key)
+
+
 def _stale(target: Path, key: str, mode: str) -> bool:
     """Whether ``target`` must be made again (``mode`` ``run``, or no stamp of ``key``)."""
     stamp = target.with_suffix(".key")
@@ -341,7 +369,7 @@ def start_reports() -> None:
     if mode == "skip":
         return
     DATA_DIR.mkdir(parents=True, exist_ok=True)
-    key = _source_key()
+    key = reports_key()
     threads = max(1, (os.cpu_count() or 2) // len(IMPLEMENTATIONS))
     for impl in IMPLEMENTATIONS:
         target = report_path(impl)
@@ -360,10 +388,11 @@ def start_reports() -> None:
             workdir = Path(tempfile.mkdtemp(prefix="attention-spec-docs-"))
             _start(f"the conformance suite against {impl}", command, target, key, workdir, threads)
     corpus = ROOT / "tests" / "mutants"
-    key = _source_key("tests/mutants", "tests/test_mutants.py", "tests/outside",
-                      "tests/test_outside.py")  # the corpora and their meta-tests
+    key = detection_key()
     if corpus.is_dir() and _stale(DETECTION_JSON, key, mode):
-        command = [sys.executable, "-m", "tests.mutants", "-p", "no:xdist"]
+        # the longest job by far: on two workers it ends about when the reports do
+        workers = ["-n", "2"] if importlib.util.find_spec("xdist") else ["-p", "no:xdist"]
+        command = [sys.executable, "-m", "tests.mutants", *workers]
         _start(
             "the mutant corpus",
             command,

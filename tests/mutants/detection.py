@@ -224,3 +224,21 @@ def record(path: str | os.PathLike[str], kind: str, row: dict[str, Any]) -> None
         tmp = path.with_suffix(path.suffix + ".tmp")
         tmp.write_text(json.dumps(table, indent=2) + "\n")
         os.replace(tmp, path)
+
+
+def complete(path: str | os.PathLike[str]) -> bool:
+    """Whether the table at ``path`` has a row for every mutant, variant and implementation of
+    the outside corpus (so that a session that ran only some of them hands over nothing)."""
+    from tests.test_outside import CASES  # the outside corpus is that test's parametrisation
+
+    try:
+        table = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return False
+    want = {
+        "mutants": {cls.name for cls in mutants()},
+        "variants": {cls.name for cls in variants()},
+        "outside": {case.name for case in CASES},
+    }
+    key = {"mutants": "mutant", "variants": "variant", "outside": "outside"}
+    return all({row[key[k]] for row in table.get(k, [])} == names for k, names in want.items())
