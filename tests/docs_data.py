@@ -46,8 +46,9 @@ def keep_report(impl: str, report: Path) -> None:
     """Keep the whole suite's report on ``impl`` for the docs (in a session begun by
     :func:`start`)."""
     keys = os.environ.get(KEYS_ENV)
-    if keys and impl in sitedata.IMPLEMENTATIONS:
-        sitedata.keep(sitedata.report_path(impl), report.read_text(), json.loads(keys)["reports"])
+    text = report.read_text()
+    if keys and impl in sitedata.IMPLEMENTATIONS and json.loads(text).get("complete") is True:
+        sitedata.keep(sitedata.report_path(impl), text, json.loads(keys)["reports"])
 
 
 def finish() -> None:
