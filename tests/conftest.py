@@ -15,8 +15,8 @@ project, for one, has only the code and the tests)."""
 
 def pytest_configure(config: pytest.Config) -> None:
     if os.environ.get("PYTEST_XDIST_WORKER"):
-        # two workers on two cores: torch's own threads would only contend (a training test
-        # took 30 times longer beside a busy worker)
+        # several workers on two cores: torch's own threads would only contend (a training
+        # test took 30 times longer beside a busy worker)
         torch.set_num_threads(1)
     elif SITE:
         from tests import docs_data

@@ -30,6 +30,9 @@ FULL_ENV = "ATTENTION_SPEC_MUTANTS_FULL"
 """Set to 1: run the whole suite against broken mutants too (slower; a complete table)."""
 DEFAULT_PATH = Path("build/docs-data/detection.json")
 
+ROW_NAME = {"mutants": "mutant", "variants": "variant", "outside": "outside"}
+"""A table's kinds of rows -> the field of a row that names its implementation."""
+
 Clauses = Mapping[str, Mapping[str, Any]]
 """clause id -> the clause's entry of a ``--conformance-json`` report."""
 
@@ -198,7 +201,6 @@ def record(path: str | os.PathLike[str], kind: str, row: dict[str, Any]) -> None
     are dropped, and rows are kept in corpus order."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    key = {"mutants": "mutant", "variants": "variant", "outside": "outside"}
     with _locked(path):
         try:
             table = json.loads(path.read_text())
@@ -212,14 +214,15 @@ def record(path: str | os.PathLike[str], kind: str, row: dict[str, Any]) -> None
                               | ({row["outside"]} if kind == "outside" else set())),
         }
         rows: dict[str, dict[str, dict[str, Any]]] = {
-            k: {r[key[k]]: r for r in table.get(k, []) if r.get(key[k]) in order[k]} for k in key
+            k: {r[ROW_NAME[k]]: r for r in table.get(k, []) if r.get(ROW_NAME[k]) in order[k]}
+            for k in ROW_NAME
         }
-        rows[kind][row[key[kind]]] = row
+        rows[kind][row[ROW_NAME[kind]]] = row
         table = {
             "about": "the mutant corpus (tests/mutants) and the outside corpus (tests/outside) "
             "against the conformance suite; written by tests/test_mutants.py and "
             "tests/test_outside.py (python -m tests.mutants)",
-            **{k: [rows[k][n] for n in order[k] if n in rows[k]] for k in key},
+            **{k: [rows[k][n] for n in order[k] if n in rows[k]] for k in ROW_NAME},
         }
         tmp = path.with_suffix(path.suffix + ".tmp")
         tmp.write_text(json.dumps(table, indent=2) + "\n")
@@ -240,5 +243,5 @@ def complete(path: str | os.PathLike[str]) -> bool:
         "variants": {cls.name for cls in variants()},
         "outside": {case.name for case in CASES},
     }
-    key = {"mutants": "mutant", "variants": "variant", "outside": "outside"}
-    return all({row[key[k]] for row in table.get(k, [])} == names for k, names in want.items())
+    return all({row[ROW_NAME[k]] for row in table.get(k, [])} == names
+               for k, names in want.items())
