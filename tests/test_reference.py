@@ -64,6 +64,7 @@ def test_multi_head_returns_per_head_weights() -> None:
     out, weights = mha(x, need_weights=True)
     assert out.shape == (2, 5, 16) and weights is not None and weights.shape == (2, 4, 5, 5)
     torch.testing.assert_close(weights.sum(-1), torch.ones(2, 4, 5))
+    assert mha(x)[1] is None  # weights only when asked: the fused kernel makes none
 
 
 # -- incremental decoding -------------------------------------------------------------------

@@ -3,6 +3,7 @@
 Each test passes input that used to give a silent wrong result or an unclear error (the
 allocator's, an ``AttributeError``, an index error from inside an operator) and checks the
 error's type and that its message names the argument, what was given and what is expected.
+Where a message is part of what the test shows, the whole of it is pinned (``exactly``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,11 @@ import transformer as T
 from tests.test_reference import small
 from transformer import checkpoint
 from transformer.checkpoint import FORMAT
+
+
+def exactly(message: str) -> str:
+    """A ``match`` pattern for the whole of ``message``, not a part of it."""
+    return "^" + re.escape(message) + "$"
 
 
 def model_of(**overrides: object) -> T.Transformer:
@@ -50,7 +56,10 @@ def test_a_two_dimensional_padding_mask_is_refused_where_a_batch_axis_is_expecte
     src, tgt = tokens(4, 4, seed=1), tokens(4, 4, seed=2)
     flat = T.padding_mask(src, 0).squeeze(1)  # [4, 4]: the batch axis would be read as queries
     flat[0, 2:] = False
-    message = re.escape("src_mask must be 3-D ([batch, 1, S] or [batch, L_q, S]), got shape [4, 4]")
+    hint = "for a [batch, S] padding mask, add the query axis: mask.unsqueeze(1)"
+    message = exactly(
+        f"src_mask must be 3-D ([batch, 1, S] or [batch, L_q, S]), got shape [4, 4]; {hint}"
+    )
     with pytest.raises(ValueError, match=message):
         model(src, tgt, flat)
     with pytest.raises(ValueError, match=message):
@@ -60,7 +69,8 @@ def test_a_two_dimensional_padding_mask_is_refused_where_a_batch_axis_is_expecte
         model.decode(tgt, memory, flat)
     layer = model.encoder.layers[0]
     x = torch.randn(4, 4, 32)
-    with pytest.raises(ValueError, match=re.escape("mask must be 3-D")):
+    with pytest.raises(ValueError, match=exactly(
+            f"mask must be 3-D ([batch, 1, S] or [batch, L_q, S]), got shape [4, 4]; {hint}")):
         layer(x, flat)
     with pytest.raises(ValueError, match=message):
         model.decoder.layers[0](x, memory, flat)
@@ -80,9 +90,28 @@ def test_forward_needs_a_padding_mask_for_both_attentions() -> None:
     model = model_of()
     src, tgt = tokens(2, 5, seed=1), tokens(2, 5, seed=2)
     full = torch.ones(2, 5, 5, dtype=torch.bool).tril()
-    with pytest.raises(ValueError, match=re.escape("must be a padding mask [batch, 1, S]")):
+    with pytest.raises(ValueError, match=exactly(
+            "src_mask must be a padding mask [batch, 1, S]: forward uses it for both the "
+            "encoder's self-attention and the encoder-decoder attention; got shape [2, 5, 5] "
+            "(give encode and decode their own masks instead)")):
         model(src, tgt, full)
     assert model.encode(src, full).shape == (2, 5, 32)  # the encoder alone may take it
+
+
+def test_a_source_mask_may_give_each_target_position_its_own_keys() -> None:
+    """``[B, T, S]`` for the encoder-decoder attention: row t is what target position t sees."""
+    model = model_of()
+    src, tgt = tokens(2, 5, seed=1), tokens(2, 3, seed=2)
+    memory = model.encode(src)
+    padding = torch.ones(2, 1, 5, dtype=torch.bool)
+    padding[0, 0, 3:] = False
+    per_position = padding.expand(2, 3, 5)
+    torch.testing.assert_close(
+        model.decode(tgt, memory, per_position), model.decode(tgt, memory, padding)
+    )
+    layer = model.decoder.layers[0]
+    y = torch.randn(2, 3, 32)
+    torch.testing.assert_close(layer(y, memory, per_position), layer(y, memory, padding))
 
 
 def test_source_mask_shape_and_dtype_name_the_argument() -> None:
@@ -136,7 +165,7 @@ def test_attention_mask_must_broadcast_to_the_scores(need_weights: bool) -> None
         )
     with pytest.raises(ValueError, match=re.escape("does not broadcast")):  # more dims
         T.scaled_dot_product_attention(q, k, v, torch.ones(1, 2, 3, 4, 6, dtype=torch.bool))
-    with pytest.raises(ValueError, match=re.escape("either a mask or is_causal, not both")):
+    with pytest.raises(ValueError, match=exactly("pass either a mask or is_causal, not both")):
         T.scaled_dot_product_attention(
             q, q, q, torch.ones(4, 4, dtype=torch.bool), is_causal=True, need_weights=need_weights
         )
@@ -144,6 +173,11 @@ def test_attention_mask_must_broadcast_to_the_scores(need_weights: bool) -> None
     out, _ = T.scaled_dot_product_attention(q, k, v, keys, need_weights=need_weights)
     expected, _ = T.scaled_dot_product_attention(q, k[..., keys, :], v[..., keys, :])
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
+    one, _ = T.scaled_dot_product_attention(  # unbatched [L, d_k]: the [L_k] mask adds no axis
+        q[0, 0], k[0, 0], v[0, 0], keys, need_weights=need_weights
+    )
+    assert one.shape == (4, 8)
+    torch.testing.assert_close(one, out[0, 0], rtol=1e-5, atol=1e-6)
     every, _ = T.scaled_dot_product_attention(
         q, k, v, torch.tensor(True), need_weights=need_weights
     )
@@ -206,13 +240,21 @@ def test_a_checkpoint_with_mixed_dtypes_is_refused(tmp_path: Path) -> None:
     """Loading used to cast the whole model to the dtype of the state dict's first tensor."""
     model = model_of()
     state = model.state_dict()
-    first = next(iter(state))
+    first, second, third = list(state)[:3]
     state[first] = state[first].half()
     path = save(tmp_path / "mixed.pt", model.config.to_dict(), state)
     with pytest.raises(
         T.CheckpointError,
-        match=re.escape(f"mixes dtypes: torch.float16 ({first}), torch.float32 ("),
+        match=re.escape(f"mixes dtypes: torch.float16 ({first}), torch.float32 ({second} and "),
     ):
+        T.load_checkpoint(path)
+    state = model.state_dict()  # groups in dtype order, each named by its first key
+    state[second], state[third] = state[second].half(), state[third].half()
+    path = save(tmp_path / "mixed.pt", model.config.to_dict(), state)
+    with pytest.raises(T.CheckpointError, match=exactly(
+            f"{path}: the state dict mixes dtypes: torch.float16 ({second} and 1 more), "
+            f"torch.float32 ({first} and {len(state) - 3} more); a checkpoint holds one dtype, "
+            "the one the model is loaded in")):
         T.load_checkpoint(path)
     state = model.state_dict()
     state[first] = state[first].long()
@@ -230,9 +272,9 @@ def test_a_checkpoint_whose_tied_weights_differ_is_refused(tmp_path: Path) -> No
         state = {k: v.clone() for k, v in model.state_dict().items()}  # untie the copies
         state[name] += 1.0
         path = save(tmp_path / "untied.pt", model.config.to_dict(), state)
-        with pytest.raises(T.CheckpointError, match=re.escape(
-                f"and {name} are one tied matrix (3.4/weight-tying), but the checkpoint gives "
-                "them different values")):
+        with pytest.raises(T.CheckpointError, match=exactly(
+                f"{path}: tgt_embed.weight and {name} are one tied matrix (3.4/weight-tying), "
+                "but the checkpoint gives them different values")):
             T.load_checkpoint(path)
     state = {k: v.clone() for k, v in model.state_dict().items()}  # equal copies: one matrix
     loaded = T.load_checkpoint(save(tmp_path / "copies.pt", model.config.to_dict(), state))
@@ -296,22 +338,33 @@ def test_state_dict_keys_and_values(tmp_path: Path) -> None:
     config = model.config.to_dict()
     tensors = list(model.state_dict().values())
     path = save(tmp_path / "ints.pt", config, dict(enumerate(tensors)))
-    with pytest.raises(
-        T.CheckpointError, match=re.escape("state dict keys must be parameter names (str), got [0,")
-    ):
+    with pytest.raises(T.CheckpointError, match=exactly(
+            f"{path}: state dict keys must be parameter names (str), got [0, 1, 2, 3, 4]")):
         T.load_checkpoint(path)
     state = model.state_dict()
     state.pop("encoder.layers.0.ffn.w_1.weight")
     state["colour"] = torch.zeros(1)
-    with pytest.raises(
-        T.CheckpointError,
-        match=re.escape("missing ['encoder.layers.0.ffn.w_1.weight'], unexpected ['colour']"),
-    ):
-        T.load_checkpoint(save(tmp_path / "keys.pt", config, state))
+    path = save(tmp_path / "keys.pt", config, state)
+    with pytest.raises(T.CheckpointError, match=exactly(
+            f"{path}: weights do not fit the configuration: missing "
+            "['encoder.layers.0.ffn.w_1.weight'], unexpected ['colour']")):
+        T.load_checkpoint(path)
+
+
+@pytest.mark.parametrize("count", [1, 3, 4])
+def test_a_checkpoint_names_its_first_three_odd_values(tmp_path: Path, count: int) -> None:
+    """One error lists the first three values that are not fitting tensors, and counts the rest."""
+    model = model_of()
     state = model.state_dict()
-    state["generator.weight"] = [[1.0]]
-    with pytest.raises(T.CheckpointError, match=re.escape("generator.weight is a list, not a")):
-        T.load_checkpoint(save(tmp_path / "list.pt", config, state))
+    names = list(state)[:count]
+    for name in names:
+        state[name] = [[1.0]]
+    path = save(tmp_path / "lists.pt", model.config.to_dict(), state)
+    shown = "; ".join(f"{name} is a list, not a tensor" for name in names[:3])
+    more = "; and 1 more" if count == 4 else ""
+    with pytest.raises(T.CheckpointError, match=exactly(
+            f"{path}: weights do not fit the configuration: {shown}{more}")):
+        T.load_checkpoint(path)
 
 
 def test_an_oversized_positional_table_names_the_limit(
@@ -327,7 +380,10 @@ def test_an_oversized_positional_table_names_the_limit(
     path = save(
         tmp_path / "big.pt", {**model.config.to_dict(), "max_len": fits + 1}, model.state_dict()
     )
-    with pytest.raises(T.CheckpointError, match=re.escape(f"more than the {limit} bytes")):
+    with pytest.raises(T.CheckpointError, match=exactly(
+            f"{path}: max_len={fits + 1} asks for a positional-encoding table of "
+            f"{(fits + 1) * 32 * 8} bytes, more than the {limit} bytes a checkpoint may ask for; "
+            "build the model yourself (Transformer(config)) if you mean it")):
         T.load_checkpoint(path)
 
 
@@ -338,6 +394,7 @@ def test_an_oversized_positional_table_names_the_limit(
         (0, 4000, "d_model must be a finite number > 0, got 0"),
         (-512, 4000, "d_model must be a finite number > 0, got -512"),
         (math.nan, 4000, "d_model must be a finite number > 0, got nan"),
+        (math.inf, 4000, "d_model must be a finite number > 0, got inf"),
         (512, 0, "warmup must be a finite number of steps > 0, got 0"),
         (512, -10, "warmup must be a finite number of steps > 0, got -10"),
         (512, math.inf, "warmup must be a finite number of steps > 0, got inf"),
@@ -351,14 +408,23 @@ def test_noam_rate_refuses_bad_sizes(d_model: float, warmup: float, message: str
         T.noam_scheduler(optimizer, d_model, warmup)  # type: ignore[arg-type]
 
 
+def test_noam_rate_takes_any_positive_sizes() -> None:
+    assert T.noam_rate(1, 1, 1) == 1.0  # 1^-0.5 * min(1^-0.5, 1 * 1^-1.5)
+    assert T.noam_rate(4, 0.25, 0.5) == 2.0 * 4**-0.5
+
+
 # -- 8. loss targets ------------------------------------------------------------------------
-@pytest.mark.parametrize(("bad", "shown"), [(-100, "[-100]"), (7, "[7]")])
-def test_loss_targets_must_be_token_ids(bad: int, shown: str) -> None:
+@pytest.mark.parametrize(
+    ("bad", "shown"),
+    [([-100], "[-100]"), ([7], "[7]"), (list(range(7, 19)), str(list(range(7, 17))))],
+)
+def test_loss_targets_must_be_token_ids(bad: list[int], shown: str) -> None:
+    """The error shows the bad ids, ten at most."""
     loss_fn = T.LabelSmoothingLoss(7, pad_id=0)
-    logits = torch.randn(2, 3, 7)
-    target = torch.tensor([[3, 4, bad], [5, bad, 0]])
+    target = torch.tensor([3, 4, *bad, 5, *bad[::-1], 0])
+    logits = torch.randn(len(target), 7)
     message = f"target ids must lie in [0, 7) (pad_id=0 marks positions to ignore), got {shown}"
-    with pytest.raises(ValueError, match=re.escape(message)):
+    with pytest.raises(ValueError, match=exactly(message)):
         loss_fn(logits, target)
 
 

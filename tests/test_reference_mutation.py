@@ -90,12 +90,11 @@ def test_masks_are_made_on_the_requested_device() -> None:
 
 
 def test_check_mask_accepts_what_broadcasts() -> None:
-    check_mask(torch.ones(4, 6, dtype=torch.bool), 3, 4, 6)  # [L_q, L_k]: the causal mask
-    check_mask(torch.ones(6, dtype=torch.bool), 3, 4, 6)
-    check_mask(torch.ones(3, 1, 6, dtype=torch.bool), 3, 4, 6)  # [B, 1, L_k]: padding
+    for shape in ((4, 6), (6,), (3, 1, 6)):  # [L_q, L_k] (causal), [L_k], [B, 1, L_k] (padding)
+        check_mask(torch.ones(shape, dtype=torch.bool), 3, 4, 6, name="mask")
     for shape in ((2, 4, 6), (4, 5), (1, 3, 4, 6)):
         with pytest.raises(ValueError, match="does not broadcast"):
-            check_mask(torch.ones(shape, dtype=torch.bool), 3, 4, 6)
+            check_mask(torch.ones(shape, dtype=torch.bool), 3, 4, 6, name="mask")
 
 
 def test_explicit_causal_attention_for_three_dimensional_inputs() -> None:

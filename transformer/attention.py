@@ -149,7 +149,7 @@ class MultiHeadAttention(nn.Module):
                 if cache is not None:
                     cache.k, cache.v = k, v
         if mask is not None:
-            check_mask(mask, batch, length, k.size(2))
+            check_mask(mask, batch, length, k.size(2), name="mask")
             mask = mask.unsqueeze(1) if mask.dim() == 3 else mask  # broadcast over heads
         out, weights = scaled_dot_product_attention(
             q, k, v, mask, is_causal=is_causal, need_weights=need_weights

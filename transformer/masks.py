@@ -43,7 +43,7 @@ def broadcasts_to(shape: Sequence[int], target: Sequence[int]) -> bool:
 
 
 def check_mask(
-    mask: Tensor, batch: int, queries: int, keys: int, *, name: str = "mask", batched: bool = False
+    mask: Tensor, batch: int, queries: int, keys: int, *, name: str, batched: bool = False
 ) -> None:
     """Raise a clear error unless ``mask`` is boolean and broadcasts to ``[batch, L_q, L_k]``.
 
