@@ -232,3 +232,22 @@ def test_a_result_the_tests_keep_is_what_the_build_reuses(tmp_path: Path) -> Non
     path.write_text(json.dumps({**table, "outside": table["outside"][1:]}))
     assert not detection.complete(path)
     assert not detection.complete(tmp_path / "missing.json")
+
+
+def test_a_background_run_stamps_its_result_and_leaves_no_scratch_directory(
+    tmp_path: Path,
+) -> None:
+    """The suite runs of the build run in a temporary directory, removed once they end."""
+    import json
+
+    target = tmp_path / "conformance-y.json"
+    write = f"import json, os; json.dump({{'cwd': os.getcwd()}}, open({str(target)!r}, 'w'))"
+    S._start("a run", [sys.executable, "-c", write], target, "key-3", None, 1)
+    result = S._finish("a run", target)
+    assert result is not None and result["cwd"] != str(Path.cwd())
+    assert not Path(result["cwd"]).exists()
+    assert target.with_suffix(".key").read_text() == "key-3"
+    broken = tmp_path / "conformance-z.json"
+    S._start("a broken run", [sys.executable, "-c", "raise SystemExit(3)"], broken, "k", None, 1)
+    assert S._finish("a broken run", broken) is None
+    assert not broken.with_suffix(".key").exists()

@@ -32,6 +32,7 @@ import logging
 import os
 import pkgutil
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -268,7 +269,7 @@ def _outermost(refs: list[CodeRef]) -> list[CodeRef]:
 
 
 # -- reports ---------------------------------------------------------------------------------------
-_RUNS: dict[str, tuple[subprocess.Popen[bytes], Path, Path, str]] = {}
+_RUNS: dict[str, tuple[subprocess.Popen[bytes], Path | None, Path, str]] = {}
 
 
 def report_path(impl: str) -> Path:
@@ -324,9 +325,12 @@ def _stale(target: Path, key: str, mode: str) -> bool:
 
 
 def _start(
-    name: str, command: list[str], target: Path, key: str, cwd: Path, threads: int, **env: str
+    name: str, command: list[str], target: Path, key: str, cwd: Path | None, threads: int, **env: str
 ) -> None:
-    """Run ``command`` in the background; :func:`_finish` waits for it and stamps ``target``."""
+    """Run ``command`` in the background; :func:`_finish` waits for it and stamps ``target``.
+
+    ``cwd=None``: in a new temporary directory (away from the checkout's ``conftest.py`` and
+    ``pyproject.toml``), which :func:`_finish` removes."""
     log_path = target.with_suffix(".log")
     environ = {
         **os.environ,
@@ -336,11 +340,12 @@ def _start(
     }
     environ.pop("PYTEST_ADDOPTS", None)
     log.info(f"running {name} (log: {log_path})")
+    scratch = Path(tempfile.mkdtemp(prefix="attention-spec-docs-")) if cwd is None else None
     with open(log_path, "wb") as out:
         process = subprocess.Popen(
-            command, cwd=cwd, env=environ, stdout=out, stderr=subprocess.STDOUT
+            command, cwd=cwd or scratch, env=environ, stdout=out, stderr=subprocess.STDOUT
         )
-    _RUNS[name] = (process, target, log_path, key)
+    _RUNS[name] = (process, scratch, log_path, key)
 
 
 def _finish(name: str, target: Path) -> dict[str, Any] | None:
@@ -348,8 +353,10 @@ def _finish(name: str, target: Path) -> dict[str, Any] | None:
 
     Exit codes 0 and 1 (some tests failed: the report says which) keep the result."""
     if name in _RUNS:
-        process, _, log_path, key = _RUNS.pop(name)  # started for this target
+        process, scratch, log_path, key = _RUNS.pop(name)  # started for this target
         code = process.wait()
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
         if code not in (0, 1) or not target.exists():
             tail = log_path.read_text(errors="replace")[-3000:]
             log.error(f"{name} exited {code}:\n{tail}")
@@ -385,8 +392,7 @@ def start_reports() -> None:
                 "-p",
                 "no:cacheprovider",
             ]
-            workdir = Path(tempfile.mkdtemp(prefix="attention-spec-docs-"))
-            _start(f"the conformance suite against {impl}", command, target, key, workdir, threads)
+            _start(f"the conformance suite against {impl}", command, target, key, None, threads)
     corpus = ROOT / "tests" / "mutants"
     key = detection_key()
     if corpus.is_dir() and _stale(DETECTION_JSON, key, mode):
