@@ -238,8 +238,6 @@ def test_a_background_run_stamps_its_result_and_leaves_no_scratch_directory(
     tmp_path: Path,
 ) -> None:
     """The suite runs of the build run in a temporary directory, removed once they end."""
-    import json
-
     target = tmp_path / "conformance-y.json"
     write = f"import json, os; json.dump({{'cwd': os.getcwd()}}, open({str(target)!r}, 'w'))"
     S._start("a run", [sys.executable, "-c", write], target, "key-3", None, 1)

@@ -184,6 +184,17 @@ def test_attention_mask_must_broadcast_to_the_scores(need_weights: bool) -> None
     torch.testing.assert_close(every, T.scaled_dot_product_attention(q, k, v)[0])
 
 
+def test_multi_head_attention_names_its_mask() -> None:
+    mha = T.MultiHeadAttention(16, 4)
+    x, memory = torch.randn(2, 3, 16), torch.randn(2, 5, 16)
+    with pytest.raises(ValueError, match=exactly(
+            "mask of shape [2, 1, 3] does not broadcast to [batch, L_q, L_k] = [2, 3, 5]")):
+        mha(x, memory, torch.ones(2, 1, 3, dtype=torch.bool))
+    with pytest.raises(TypeError, match=exactly(
+            "mask must be boolean (True = may attend), got torch.int64")):
+        mha(x, memory, torch.ones(2, 1, 5, dtype=torch.long))
+
+
 # -- 3. the configuration -------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("name", "value", "message"),
