@@ -212,8 +212,7 @@ def test_a_result_the_tests_keep_is_what_the_build_reuses(tmp_path: Path) -> Non
     only, and a detection table is handed over only when it has every row."""
     import json
 
-    from tests.mutants import detection
-    from tests.test_mutants import MUTANTS, VARIANTS  # (tests.mutants.variants is also a module)
+    from tests.mutants import all_mutants, all_variants, detection
     from tests.test_outside import CASES
 
     target = tmp_path / "conformance-x.json"
@@ -222,8 +221,8 @@ def test_a_result_the_tests_keep_is_what_the_build_reuses(tmp_path: Path) -> Non
     assert not S._stale(target, "key-1", "auto")
     assert S._stale(target, "key-2", "auto") and not target.exists()
     table = {
-        "mutants": [{"mutant": cls.name} for cls in MUTANTS],
-        "variants": [{"variant": cls.name} for cls in VARIANTS],
+        "mutants": [{"mutant": cls.name} for cls in all_mutants()],
+        "variants": [{"variant": cls.name} for cls in all_variants()],
         "outside": [{"outside": case.name} for case in CASES],
     }
     path = tmp_path / "detection.json"

@@ -19,12 +19,12 @@ import pytest
 
 from spec.clauses import CLAUSES
 from spec.diagnosis import KNOWN_BUGS
-from tests.mutants import detection, impl, mutants, variants
+from tests.mutants import all_mutants, all_variants, detection, impl
 from tests.mutants.kit import Implementation, Mutant, Variant
 from tests.suite_run import Report, run_suite
 
-MUTANTS = mutants()
-VARIANTS = variants()
+MUTANTS = all_mutants()
+VARIANTS = all_variants()
 
 
 def report(tmp_path: Path, cls: type[Implementation], modules: list[str]) -> Report:

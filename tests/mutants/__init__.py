@@ -46,12 +46,12 @@ def _collect(base: type[Implementation]) -> list[type[Implementation]]:
     ]
 
 
-def mutants() -> list[type[Mutant]]:
+def all_mutants() -> list[type[Mutant]]:
     """Every broken implementation of the corpus."""
     return [cls for cls in _collect(Mutant) if issubclass(cls, Mutant)]
 
 
-def variants() -> list[type[Variant]]:
+def all_variants() -> list[type[Variant]]:
     """Every legitimate variant of the corpus."""
     return [cls for cls in _collect(Variant) if issubclass(cls, Variant)]
 

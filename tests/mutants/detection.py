@@ -20,7 +20,7 @@ from typing import Any
 
 import spec.suite
 from spec.clauses import CLAUSES
-from tests.mutants import impl, mutants, variants
+from tests.mutants import all_mutants, all_variants, impl
 from tests.mutants.kit import Implementation, Mutant, Variant
 from tests.suite_run import bug
 
@@ -207,8 +207,8 @@ def record(path: str | os.PathLike[str], kind: str, row: dict[str, Any]) -> None
         except (OSError, ValueError):
             table = {}
         order = {
-            "mutants": [cls.name for cls in mutants()],
-            "variants": [cls.name for cls in variants()],
+            "mutants": [cls.name for cls in all_mutants()],
+            "variants": [cls.name for cls in all_variants()],
             # the outside corpus (tests/test_outside.py) is ordered by name
             "outside": sorted({r["outside"] for r in table.get("outside", [])}
                               | ({row["outside"]} if kind == "outside" else set())),
@@ -239,8 +239,8 @@ def complete(path: str | os.PathLike[str]) -> bool:
     except (OSError, ValueError):
         return False
     want = {
-        "mutants": {cls.name for cls in mutants()},
-        "variants": {cls.name for cls in variants()},
+        "mutants": {cls.name for cls in all_mutants()},
+        "variants": {cls.name for cls in all_variants()},
         "outside": {case.name for case in CASES},
     }
     return all({row[ROW_NAME[k]] for row in table.get(k, [])} == names
