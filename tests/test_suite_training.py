@@ -26,6 +26,7 @@ import spec.oracle  # imported before pytester snapshots sys.modules
 import tests.mutants.variants as corpus
 import transformer as T
 from spec.suite import test_5_training as S
+from spec.suite.helpers import dropout as D
 from spec.tolerances import tolerance
 from tests.mutants import kit, training
 from tests.suite_run import said, suite_report
@@ -350,31 +351,31 @@ def _factors(rows: list[list[float]]) -> Tensor:
 def test_patterns_tell_dropout_sites_apart() -> None:
     """Entrywise 0 / K is dropout on the output; one varying factor per position is dropout
     inside the sub-layer; anything else is unexplained."""
-    delta = S._delta(tolerance("cpu", torch.float64))
-    assert S._pattern(_factors([[0, 2, 2], [2, 0, 0]]), delta) == ("entrywise", 2.0)
-    assert S._pattern(_factors([[1, 1, 1], [1, 1, 1]]), delta) == ("entrywise", 1.0)
-    assert S._pattern(_factors([[0, 4 / 7, 4 / 7], [2, 2, 0]]), delta)[0] == "per-position"
-    assert S._pattern(_factors([[0.3, 2, 1.7], [2, 0, 0]]), delta)[0] == "unexplained"
+    delta = D.factor_delta(tolerance("cpu", torch.float64))
+    assert D.pattern_of(_factors([[0, 2, 2], [2, 0, 0]]), delta) == ("entrywise", 2.0)
+    assert D.pattern_of(_factors([[1, 1, 1], [1, 1, 1]]), delta) == ("entrywise", 1.0)
+    assert D.pattern_of(_factors([[0, 4 / 7, 4 / 7], [2, 2, 0]]), delta)[0] == "per-position"
+    assert D.pattern_of(_factors([[0.3, 2, 1.7], [2, 0, 0]]), delta)[0] == "unexplained"
 
 
 def test_the_lattice_of_attention_dropout() -> None:
     """Multiples of one unit >= 1/7 (at most 7 of them) are attention-weight dropout; other
     per-position factors are not."""
     c = torch.tensor([2 / 7, 8 / 7, 2.0, 10 / 7], dtype=torch.float64)
-    assert S._lattice(c, 7, 1e-6) == pytest.approx(2 / 7)
-    assert S._lattice(torch.tensor([0.93, 1.31, 0.4], dtype=torch.float64), 7, 1e-6) is None
+    assert D.lattice(c, 7, 1e-6) == pytest.approx(2 / 7)
+    assert D.lattice(torch.tensor([0.93, 1.31, 0.4], dtype=torch.float64), 7, 1e-6) is None
 
 
 def test_rates_have_a_binomial_margin() -> None:
     """A share within Z standard deviations and the scale 1 / (1 - p) fit p; at p = 0 any drop
     is too many; the scale must match."""
     delta = 1e-6
-    assert S.Rate(0.32, 448, 1 / 0.7).fits(0.3, delta)
-    assert not S.Rate(0.51, 448, 1 / 0.49).fits(0.3, delta)
-    assert S.Rate(0.51, 448, 1 / 0.49).fits(0.51, delta)
-    assert not S.Rate(1 / 448, 448, 1.0).fits(0.0, delta)
-    assert not S.Rate(0.3, 448, 1.0).fits(0.3, delta)
-    assert S.Rate(0.3, 448, None).fits(0.3, delta)
+    assert D.Rate(0.32, 448, 1 / 0.7).fits(0.3, delta)
+    assert not D.Rate(0.51, 448, 1 / 0.49).fits(0.3, delta)
+    assert D.Rate(0.51, 448, 1 / 0.49).fits(0.51, delta)
+    assert not D.Rate(1 / 448, 448, 1.0).fits(0.0, delta)
+    assert not D.Rate(0.3, 448, 1.0).fits(0.3, delta)
+    assert D.Rate(0.3, 448, None).fits(0.3, delta)
 
 
 def test_the_readout_ignores_the_layer_norm_reading() -> None:
@@ -385,19 +386,19 @@ def test_the_readout_ignores_the_layer_norm_reading() -> None:
     g = torch.Generator().manual_seed(0)
     x = torch.randn(1, 3, 16, generator=g, dtype=torch.float64)
     s = torch.zeros(1, 3, 16, dtype=torch.float64)
-    s[..., : S.CARRY] = 3 * torch.randn(1, 3, S.CARRY, generator=g, dtype=torch.float64)
+    s[..., : D.CARRY] = 3 * torch.randn(1, 3, D.CARRY, generator=g, dtype=torch.float64)
 
     def norm(t: Tensor, eps: float, unbiased: bool) -> Tensor:
         return (t - t.mean(-1, keepdim=True)) / (t.var(-1, unbiased=unbiased, keepdim=True)
                                                  + eps).sqrt()
 
-    plain, ok = S._read(norm(x + s, 1e-5, False), x, tol)
-    other, ok2 = S._read(norm(norm(x + 2 * s, 1e-12, True), 1e-6, False), x, tol)
+    plain, ok = D.read(norm(x + s, 1e-5, False), x, tol)
+    other, ok2 = D.read(norm(norm(x + 2 * s, 1e-12, True), 1e-6, False), x, tol)
     assert ok and ok2
     torch.testing.assert_close(other / plain, torch.full_like(plain, 2.0))
     broken = norm(x + s, 1e-5, False)
     broken[..., -1] = 0
-    assert not S._read(broken, x, tol)[1]
+    assert not D.read(broken, x, tol)[1]
 
 
 def test_the_normaliser_is_read_off_the_gradient() -> None:

@@ -3,10 +3,8 @@ and embedding dropout (and nowhere else), no dropout in evaluation, label smooth
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Callable, Iterable
-from typing import Literal
 
 import pytest
 import torch
@@ -18,7 +16,7 @@ from spec.check import Check, Env
 from spec.diagnosis import explain
 from spec.oracle import Spread
 from spec.suite import helpers as H
-from spec.suite.helpers import SMALL, build, cpu_float64, tokens
+from spec.suite.helpers import SMALL, build, cpu_float64, dropout, tokens
 from spec.tolerances import Tolerance, error_ratio, tolerance
 
 F64 = cpu_float64()
@@ -110,10 +108,6 @@ def test_eq3(clause: Check) -> None:
 # -- 5.4 ----------------------------------------------------------------------------------------
 
 
-def _with_dropout(config: Config, p: float, **changes: int) -> Config:
-    return dataclasses.replace(config, dropout=p, **changes)  # type: ignore[arg-type]
-
-
 def _norms(x: Tensor, params: dict[str, Tensor], names: Iterable[str], ln: H.Reading) -> Tensor:
     """LayerNorm after LayerNorm: what a stack of wrapped sub-layers whose outputs all vanish
     computes (post-norm), with the LayerNorm of ``ln``."""
@@ -188,23 +182,24 @@ def test_residual_dropout(clause: Check, env: Env, rng: torch.Generator) -> None
     is dropped whole); 5.4/dropout-elsewhere tells those apart. First, though, the rate: the
     share of the sub-layer output's entries that training mode drops, and the scale of the
     kept ones, must be P_drop and 1 / (1 - P_drop), for P_drop = 0 (training mode then changes
-    nothing) and 0.3 (:func:`_dropout_probe`, :func:`_judge_rates`); this part is not checked
+    nothing) and 0.3 (:func:`dropout.probe`, :func:`dropout.judge_rates`); this part is not checked
     where the probe cannot read the rate (dropout on the residual stream, which the P_drop = 1
     part diagnoses).
     """
+    delta = dropout.factor_delta(env.tol)
     with clause.part("the dropout rate on sub-layer outputs"):
-        rates: dict[str, dict[float, Rate]] = {site: {} for site in SITES}
-        for p in (RATE, 0.0):
-            for site, f in _dropout_probe(clause, env, rng, p).items():
-                rate = None if f is None else _residual_rate(f, _delta(env.tol))
+        rates: dict[str, dict[float, dropout.Rate]] = {site: {} for site in dropout.SITES}
+        for p in (dropout.RATE, 0.0):
+            for site, f in dropout.probe(clause, env, rng, p).items():
+                rate = None if f is None else dropout.residual_rate(f, delta)
                 if rate is None:
                     clause.not_provided(f"the {site} output's dropout rate", "its probe shows "
                                         "dropout that is not on sub-layer outputs "
                                         "(5.4/dropout-elsewhere)")
                 rates[site][p] = rate
         for site, measured in rates.items():
-            _judge_rates(clause, f"the {site} sub-layer's output", measured, _delta(env.tol),
-                         "no-residual-dropout")
+            dropout.judge_rates(clause, f"the {site} sub-layer's output", measured, delta,
+                                "no-residual-dropout")
     with clause.part("the sub-layer outputs with P_drop = 1"):
         _residual_all_dropped(clause, env, rng)
     clause.parts_done()
@@ -212,7 +207,7 @@ def test_residual_dropout(clause: Check, env: Env, rng: torch.Generator) -> None
 
 def _residual_all_dropped(clause: Check, env: Env, rng: torch.Generator) -> None:
     """The P_drop = 1 part of :func:`test_residual_dropout`."""
-    config = _with_dropout(SMALL, 1.0)
+    config = dropout.with_dropout(SMALL, 1.0)
     model, params = build(clause, env, rng, config)
     params = _ffn_biases(params)
     lns, reading = _reading(clause, env, model, params, config)
@@ -264,16 +259,17 @@ def test_embedding_dropout(clause: Check, env: Env, rng: torch.Generator) -> Non
     dropout), with P_drop = 0 equal to it. Dropout on the embedding alone, before the encoding
     is added, leaves entries equal to PE or c sqrt(d_model) E + PE; no dropout leaves no zero.
     Then the rate: the share of dropped entries and c must be P_drop and 1 / (1 - P_drop)
-    (:func:`_judge_rates`), so that dropout applied twice or at a fixed rate shows.
+    (:func:`dropout.judge_rates`), so that dropout applied twice or at a fixed rate shows.
     """
     ids, _ = tokens(rng, SMALL, 4, 12)
     ids = ids.to(env.device)
     pe = oracle.positional_encoding(12, SMALL.d_model).unsqueeze(0)
-    models = {p: build(clause, env, rng, _with_dropout(SMALL, p))[0] for p in (RATE, 0.0)}
+    models = {p: build(clause, env, rng, dropout.with_dropout(SMALL, p))[0]
+              for p in (dropout.RATE, 0.0)}
     for method in ("embed_source", "embed_target"):  # each judged where it exists
         with clause.part(method):
             embed = clause.require(method)
-            rates: dict[float, Rate] = {}
+            rates: dict[float, dropout.Rate] = {}
             for p, model in models.items():
                 model.eval()
                 whole = embed(model, ids).detach().to("cpu", torch.float64)
@@ -294,232 +290,10 @@ def test_embedding_dropout(clause: Check, env: Env, rng: torch.Generator) -> Non
                 clause.close(dropped[big], expected[big], f"{method} in training mode, P_drop "
                              f"= {p:g}: 0 or {c:.3g} x the evaluation-mode output", env.tol,
                              {"dropout-before-positions": before[big]} if p > 0 else {})
-                rates[p] = Rate(share, int(big.sum()), c)
-            _judge_rates(clause, method, rates, _delta(env.tol), "no-embedding-dropout")
+                rates[p] = dropout.Rate(share, int(big.sum()), c)
+            dropout.judge_rates(clause, method, rates, dropout.factor_delta(env.tol),
+                                "no-embedding-dropout")
     clause.parts_done()
-
-
-# -- measuring dropout: what training mode does to one sub-layer's output ----------------------
-
-SITES = ("attention", "ffn")
-"""The sub-layers of an encoder layer that a dropout probe looks at, in that order."""
-PROBE = (8, 7)
-"""A dropout probe's batch: 8 sequences of 7 identical positions (so 7 keys for each query)."""
-CARRY = 8
-"""A probed sub-layer's output is non-zero in the first CARRY features only."""
-RATE = 0.3
-"""The P_drop, besides 0, at which the effective dropout rates are measured."""
-Z = 5.0
-"""How many binomial standard deviations a measured drop share may miss its rate by."""
-
-
-def _delta(tol: Tolerance) -> float:
-    """How far (relative) two measured dropout factors may differ and count as equal: many
-    times the rounding of the dtype, at most 0.1 (the factors compared differ by 1/7 or more)."""
-    return min(0.1, 20 * (tol.rtol + tol.atol))
-
-
-def _probe_params(clause: Check, params: dict[str, Tensor], site: str,
-                  v: Tensor) -> dict[str, Tensor]:
-    """Canonical parameters (float64, CPU) for a probe of ``site`` on the identical inputs ``v``
-    (zero mean, unit variance) of a one-layer encoder.
-
-    Every LayerNorm of the encoder gets gain 1 and bias 0, the output biases b^O and b_2 (and
-    b_1) are zero where the model has them, and one sub-layer is off: zero W_2 (the FFN adds
-    nothing, whatever its activation or gate) or zero W^O. The other sub-layer's output is
-    non-zero in the first :data:`CARRY` features only (+-3 there) and factors as
-    ``value x row``: for ``"attention"``, W^O reads only head 0's output (so dropping attention
-    weights scales the whole output of a position by m / (7 (1 - q)) for m of 7 kept weights);
-    for ``"ffn"``, W_1 gives every hidden unit the pre-activation 1 and W_2 = 1 row (so
-    dropping hidden units scales the whole output of a position alike). Shapes (d_ff included)
-    are the model's own.
-    """
-    a, f = "encoder.0.self_attn.", "encoder.0.ffn."
-    missing = [n for n in (a + "W_V", a + "W_O", f + "W_1", f + "W_2") if n not in params]
-    if missing:
-        clause.not_provided("parameters", f"no canonical {', '.join(missing)}")
-    q = {n: t.detach().to("cpu", torch.float64).clone() for n, t in params.items()}
-    for name, t in q.items():
-        if name.startswith("encoder.") and name.endswith((".gamma", ".beta")):
-            t.fill_(1.0 if name.endswith(".gamma") else 0.0)
-    for name in (a + "b_O", f + "b_1", f + "b_2"):
-        if name in q:
-            q[name].zero_()
-    row = torch.tensor([3.0, -3.0], dtype=torch.float64).repeat(CARRY // 2)
-    w_o, w_2 = torch.zeros_like(q[a + "W_O"]), torch.zeros_like(q[f + "W_2"])
-    if site == "attention":  # uniform weights over equal values: head 0 outputs its value o
-        o = v @ q[a + "W_V"][0] + (q[a + "b_V"][0] if a + "b_V" in q else 0.0)
-        w_o[: o.numel(), :CARRY] = torch.outer(o / o.dot(o), row)
-    else:  # LayerNorm(v) = v, so v . v / d_model = 1 for every hidden unit
-        q[f + "W_1"] = (v / v.numel()).unsqueeze(1).expand_as(q[f + "W_1"]).clone()
-        w_2[:, :CARRY] = row / w_2.shape[0]
-    q[a + "W_O"], q[f + "W_2"] = w_o, w_2
-    return q
-
-
-def _read(out: Tensor, x: Tensor, tol: Tolerance) -> tuple[Tensor, bool]:
-    """The sub-layer output that an encoder output ``out`` ``[B, L, d]`` shows in the first
-    :data:`CARRY` features, for inputs ``x`` whose other features get no sub-layer output.
-
-    LayerNorms with gain 1 and bias 0 (whatever their epsilon or variance, pre- or post-norm,
-    however many) map the sum z = x + s at a position to a z + b, with one a and b for all
-    features; they are fitted on the features without output, and g = (out - b) / a - x is s
-    there, up to a positive factor that depends on x only. Returns g ``[B L, CARRY]`` and
-    whether the fit holds within ``tol`` (it fails when something else, dropout on the
-    residual stream for one, acts on the features without output).
-    """
-    y = out.detach().to("cpu", torch.float64).flatten(0, 1)
-    x = x.detach().to("cpu", torch.float64).flatten(0, 1)
-    xs, ys = x[:, CARRY:], y[:, CARRY:]
-    xc, yc = xs - xs.mean(-1, keepdim=True), ys - ys.mean(-1, keepdim=True)
-    a = (xc * yc).sum(-1, keepdim=True) / (xc * xc).sum(-1, keepdim=True)
-    b = ys.mean(-1, keepdim=True) - a * xs.mean(-1, keepdim=True)
-    return (y[:, :CARRY] - b) / a - x[:, :CARRY], error_ratio(ys, a * xs + b, tol) <= 1.0
-
-
-def _dropout_probe(
-    clause: Check, env: Env, rng: torch.Generator, p: float
-) -> dict[str, Tensor | None]:
-    """For each of :data:`SITES`, the factors ``[positions, CARRY]`` by which training mode
-    scales the entries of that sub-layer's output (1: as in evaluation mode), in a one-layer
-    encoder built with P_drop = ``p`` (:func:`_probe_params`, :func:`_read`); None where
-    training mode also changes the features without sub-layer output (dropout on the residual
-    stream).
-
-    The factors are told from the model itself, in evaluation mode, so its LayerNorm, FFN
-    activation, gating or hidden norms need no oracle. Premises: evaluation mode is
-    deterministic (5.4/eval-deterministic) and shows the probed output; otherwise the probe is
-    NOT PROVIDED, saying which.
-    """
-    config = _with_dropout(SMALL, p, n_layers=1)
-    model, params = build(clause, env, rng, config)
-    v = torch.randn(config.d_model, generator=rng, dtype=torch.float64)
-    v = (v - v.mean()) / v.std(unbiased=False)
-    x = v.expand(*PROBE, -1).contiguous().to(env.device, env.dtype)
-    mask = torch.ones(*PROBE, dtype=torch.bool, device=env.device)
-    encode, load = clause.require("encode"), clause.require("load_parameters")
-    factors: dict[str, Tensor | None] = {}
-    for site in SITES:
-        load(model, {n: t.to(env.device, env.dtype)
-                     for n, t in _probe_params(clause, params, site, v).items()})
-        model.eval()
-        whole, again = encode(model, x, mask), encode(model, x, mask)
-        model.train()
-        dropped = encode(model, x, mask)
-        model.eval()
-        if not torch.equal(whole, again):
-            clause.not_provided("a dropout probe", "it compares training mode with evaluation "
-                                "mode, and two evaluation-mode calls differ (5.4/eval-deterministic)")
-        g, fits = _read(whole, x, env.tol)
-        if not fits or bool((g.abs() < 0.3).any()):
-            clause.not_provided("a dropout probe", f"in evaluation mode the encoder output does "
-                                f"not show the {site} sub-layer's output (LayerNorms with gain 1 "
-                                "and bias 0 should map x + Sublayer(x) affinely)")
-        h, fits = _read(dropped, x, env.tol)
-        factors[site] = h / g if fits else None
-    return factors
-
-
-Pattern = Literal["entrywise", "per-position", "unexplained"]
-
-
-def _pattern(f: Tensor, delta: float) -> tuple[Pattern, float | None]:
-    """How training mode scales a probed sub-layer output, from its factors ``f``:
-
-    * ``"entrywise"``, K: every factor is 0, 1 or one constant K (None: no entry kept): entries
-      are dropped one by one and the kept ones scaled by K, as dropout on the sub-layer output
-      does (K = 1 / (1 - P_drop));
-    * ``"per-position"``: the non-zero factors of a position are one value, which varies
-      between positions: something before the sub-layer's last linear map scales the whole
-      output of a position (dropout on attention weights or FFN hidden units);
-    * ``"unexplained"``: neither.
-    """
-    kept = f.abs() > delta
-    other = f[kept & ((f - 1).abs() > delta)]
-    if not other.numel():
-        return "entrywise", 1.0 if bool(kept.any()) else None
-    k = float(other.median())
-    if bool(((other - k).abs() <= delta * abs(k)).all()):
-        return "entrywise", k
-    top = torch.where(kept, f, -math.inf).amax(-1)
-    low = torch.where(kept, f, math.inf).amin(-1)
-    rows = kept.any(-1)
-    if bool(((top - low)[rows] <= delta * top[rows].abs()).all()):
-        return "per-position", None
-    return "unexplained", None
-
-
-def _lattice(c: Tensor, n: int, delta: float) -> float | None:
-    """The largest unit u >= 1/n of which every value of ``c`` (> 0) is a multiple m u with
-    m <= n, if any: what dropout on the weights of a position that attends uniformly to n
-    equal values gives (m of the n weights kept, each scaled by 1 / (1 - q): u = 1 / (n (1 -
-    q)), times the scale of the residual dropout)."""
-    for m in range(1, n + 1):
-        u = float(c.min()) / m
-        if u < (1 - delta) / n:
-            break
-        k = (c / u).round()
-        if bool(((c - k * u).abs() <= delta * c).all()) and bool((k <= n).all()):
-            return u
-    return None
-
-
-@dataclasses.dataclass(frozen=True)
-class Rate:
-    """A measured dropout: the share of ``n`` entries dropped, and the scale of the kept ones
-    (None where it cannot be measured)."""
-
-    share: float
-    n: int
-    scale: float | None
-
-    def fits(self, p: float, delta: float) -> bool:
-        """Whether this is inverted dropout at rate ``p``: the share within :data:`Z` binomial
-        standard deviations of p (exactly 0 for p = 0), the scale 1 / (1 - p)."""
-        margin = Z * math.sqrt(p * (1 - p) / self.n) + 0.5 / self.n
-        scale = self.scale is None or abs(self.scale * (1 - p) - 1) <= delta
-        return abs(self.share - p) <= margin and scale
-
-
-def _residual_rate(f: Tensor, delta: float) -> Rate | None:
-    """The dropout of a sub-layer's output, from a probe's factors: the share of zero factors
-    at the positions that keep any (a position whose whole output is scaled away, by dropout
-    inside the sub-layer, says nothing about it), and the scale K of an entrywise pattern.
-    None for an unexplained pattern."""
-    pattern, k = _pattern(f, delta)
-    if pattern == "unexplained":
-        return None
-    rows = f[(f.abs() > delta).any(-1)]
-    if not rows.numel():
-        return Rate(1.0, f.numel(), k)
-    return Rate(float((rows.abs() <= delta).sum()) / rows.numel(), rows.numel(),
-                k if pattern == "entrywise" else None)
-
-
-def _judge_rates(
-    clause: Check, what: str, rates: dict[float, Rate], delta: float, none: str
-) -> None:
-    """Deviate unless the dropout measured at each P_drop is inverted dropout at that rate.
-
-    Diagnoses: ``double-dropout`` when a measurement is dropout at 1 - (1 - P_drop)^2 with
-    the scale 1 / (1 - P_drop)^2; when the measurements at all the P_drop tried are one and
-    the same dropout (rate 1 - 1 / scale), ``none`` (the bug of no dropout) for rate 0 and
-    ``dropout-rate-ignored`` for another; none otherwise.
-    """
-    for p, rate in rates.items():
-        if rate.fits(p, delta):
-            continue
-        bug = None
-        if p > 0 and rate.scale is not None and rate.fits(1 - (1 - p) ** 2, delta):
-            bug = "double-dropout"
-        elif rate.scale and rate.scale >= 1 and all(r.fits(1 - 1 / rate.scale, delta)
-                                                    for r in rates.values()):
-            bug = none if rate.fits(0.0, delta) else "dropout-rate-ignored"
-        scale = "" if rate.scale is None else f", the kept ones scaled by {rate.scale:.3g}"
-        clause.deviates(f"{what}: with P_drop = {p:g}, training mode drops {rate.share:.1%} of "
-                        f"{rate.n} entries{scale}; dropout at P_drop drops {p:.0%} (within "
-                        f"{Z:g} binomial standard deviations) and scales by {1 / (1 - p):.3g}",
-                        explain(bug))
 
 
 @pytest.mark.clause("5.4/dropout-elsewhere")
@@ -528,7 +302,7 @@ def test_dropout_elsewhere(clause: Check, env: Env, rng: torch.Generator) -> Non
     none inside the FFN.
 
     A one-layer encoder in training mode with P_drop = 0.5, probed one sub-layer at a time
-    (:func:`_dropout_probe`): the factors by which training mode scales the entries of the
+    (:func:`dropout.probe`): the factors by which training mode scales the entries of the
     sub-layer's output, at 56 positions with equal inputs. Dropout on the sub-layer output
     drops entries one by one and scales the kept ones alike (5.4/residual-dropout judges the
     rate). Anything else is dropout elsewhere, a variant only where its model matches:
@@ -540,16 +314,16 @@ def test_dropout_elsewhere(clause: Check, env: Env, rng: torch.Generator) -> Non
       units scale the whole output of a position by one factor.
 
     Any other rescaling (e.g. dropout on the heads' outputs ahead of W^O: one factor per
-    position, off the lattice) deviates, cause unknown. 28 informative positions make missing a present
-    dropout unlikely.
+    position, off the lattice) deviates, cause unknown. 28 informative positions make missing a
+    present dropout unlikely.
     """
-    delta = _delta(env.tol)
-    for site, f in _dropout_probe(clause, env, rng, 0.5).items():
+    delta = dropout.factor_delta(env.tol)
+    for site, f in dropout.probe(clause, env, rng, 0.5).items():
         if f is None:
             clause.deviates(f"{site} probe: training mode changes the features to which the "
                             "sub-layer adds nothing: dropout acts on the residual stream or the "
                             "normalised output, not only on sub-layer outputs")
-        pattern, _ = _pattern(f, delta)
+        pattern, _ = dropout.pattern_of(f, delta)
         if pattern == "entrywise":
             continue
         if pattern == "per-position" and site == "ffn":
@@ -558,7 +332,8 @@ def test_dropout_elsewhere(clause: Check, env: Env, rng: torch.Generator) -> Non
                            "dropout acts inside the FFN")
             continue
         kept = f[(f.abs() > delta).any(-1)]
-        u = None if pattern == "unexplained" else _lattice(kept.abs().amax(-1), PROBE[1], delta)
+        u = (None if pattern == "unexplained"
+             else dropout.lattice(kept.abs().amax(-1), dropout.PROBE[1], delta))
         if u is not None:
             clause.variant("attention-dropout", "in training mode the attention output is "
                            "rescaled at random although its values are all equal, by multiples "
@@ -576,7 +351,7 @@ def test_eval_deterministic(clause: Check, env: Env, rng: torch.Generator) -> No
     output on every call, equal to that of the same weights built with P_drop = 0: the logits,
     or the decoder output for adapters without embeddings, or the encoder output for an
     implementation without a decoder."""
-    model, params = build(clause, env, rng, _with_dropout(SMALL, 0.5))
+    model, params = build(clause, env, rng, dropout.with_dropout(SMALL, 0.5))
     plain = H.twin(clause, model, SMALL, env, params)
     batch = H.Batch.draw(rng, [8, 6, 3])
 

@@ -10,7 +10,8 @@
 * :mod:`spec.suite.helpers.stacks`: oracle stacks with more knobs, the known bugs of a stack,
   finding a model's reading (3.1, 3.2.2, 3.2.3, 3.3);
 * :mod:`spec.suite.helpers.judging`: judging an output against the oracle and the known bugs,
-  and which positions influence which.
+  and which positions influence which;
+* :mod:`spec.suite.helpers.dropout`: measuring where dropout acts and at what rate (5.4).
 
 Everything the test modules use is importable from here (``from spec.suite.helpers import
 SMALL``, ``from spec.suite import helpers as H``). No module here is named ``test_*``: pytest
