@@ -1,4 +1,5 @@
-"""The ``pytest11`` entry point: the suite's options, and :mod:`spec.plugin` registered late.
+"""The ``pytest11`` entry point: the suite's options, and :mod:`spec.plugin` and
+:mod:`spec.fixtures` registered late.
 
 Options: ``--impl`` (or ``$TRANSFORMER_SPEC_IMPL``), ``--conformance-json PATH``,
 ``--conformance-md PATH``, ``--expected-deviations FILE``, ``--spec-profile {ci,thorough}``,
@@ -46,7 +47,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "clause(id): the paper clause this test checks")
-    from spec import plugin
+    from spec import fixtures, plugin
 
     config.pluginmanager.register(plugin, "attention-spec")
+    config.pluginmanager.register(fixtures, "attention-spec-fixtures")
     plugin.configure(config)
