@@ -191,7 +191,8 @@ def mutation(session: nox.Session) -> None:
     tests that reach the mutated function, from ``tests/test_reference*.py`` and the suite.
     ``scripts/mutation_report.py`` prints killed/survived/timeout per module and fails if the
     core modules score below 90%, a survivor is not explained in
-    ``tests/mutation-equivalents.md``, or a decorated function escapes mutation. A run starts afresh (about 4 minutes on two cores);
+    ``tests/mutation-equivalents.md``, or a decorated function escapes mutation. A run starts
+    afresh (about 10 minutes on two cores, 1,586 mutants);
     ``-- --incremental`` keeps ``mutants/`` so that mutmut retests only what changed.
     """
     install(session, "test")
