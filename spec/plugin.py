@@ -1,4 +1,4 @@
-"""The pytest plugin: verdicts and the conformance report (the fixtures are in :mod:`spec.fixtures`).
+"""The pytest plugin: verdicts and the conformance report (the fixtures: :mod:`spec.fixtures`).
 
 :mod:`spec.pytest_plugin` (the ``pytest11`` entry point) declares the options and registers
 this module when pytest is configured. It is active wherever the package is installed and

@@ -325,7 +325,13 @@ def _stale(target: Path, key: str, mode: str) -> bool:
 
 
 def _start(
-    name: str, command: list[str], target: Path, key: str, cwd: Path | None, threads: int, **env: str
+    name: str,
+    command: list[str],
+    target: Path,
+    key: str,
+    cwd: Path | None,
+    threads: int,
+    **env: str,
 ) -> None:
     """Run ``command`` in the background; :func:`_finish` waits for it and stamps ``target``.
 

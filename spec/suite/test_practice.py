@@ -451,7 +451,7 @@ def test_trainable(clause: Check, env: Env, rng: torch.Generator) -> None:
         with torch.enable_grad():
             loss_fn(_outputs(clause, model, src, src_mask, tgt_in), target, TOY.pad_id).backward()
         optimizer.step()
-        if (step + 1) % TRAIN_CHECK == 0:
+        if (step + 1) % TRAIN_CHECK == 0 or step + 1 == TRAIN_STEPS:
             final, trained = evaluate()
             if trained >= TRAINED and final <= LOSS_FALL * first:
                 break
