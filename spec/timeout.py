@@ -156,7 +156,8 @@ def limit(seconds: float) -> Iterator[None]:
     finally:
         armed = False
         done.set()
+        guard.join()  # before the handler goes: a SIGALRM the watchdog sent after it would get
+        # the default action, which ends the process
         _clock = None
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, signal.SIG_DFL if previous is None else previous)
-        guard.join()

@@ -368,6 +368,30 @@ def test_limit_fires_again_when_the_first_timeout_is_swallowed() -> None:
     assert caught == 2
 
 
+def test_the_watchdog_is_gone_before_the_handler_is_restored(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Once the limit has passed, the watchdog sends SIGALRM every REPEAT seconds; one sent
+    after the block had restored the default handler ended the whole process (a pytest-xdist
+    worker crashed so). The handler is restored only once the watchdog has stopped."""
+    alive_at: list[bool] = []
+    real = signal.signal
+
+    def spy(signum: int, handler: Any) -> Any:
+        if signum == signal.SIGALRM:
+            alive_at.append(any(t.name == "attention-spec-watchdog" and t.is_alive()
+                                for t in threading.enumerate()))
+        return real(signum, handler)
+
+    monkeypatch.setattr(signal, "signal", spy)
+    monkeypatch.setattr(timeout, "REPEAT", 0.05)
+    with pytest.raises(timeout.Timeout), timeout.limit(0.05):
+        with contextlib.suppress(timeout.Timeout):
+            threading.Event().wait(30)  # swallowed: the watchdog signals from now on
+        threading.Event().wait(0.2)  # its next signal raises again
+    assert alive_at == [False, False]  # installed before it starts, restored after it ends
+
+
 def test_time_spent_waiting_for_a_cpu_is_not_counted(monkeypatch: pytest.MonkeyPatch) -> None:
     """The limit counts the test's own time: a thread that waited for a CPU held by other
     processes (here: said to have waited 0.1 s more than the wall time) is not timed out, and
