@@ -20,13 +20,9 @@ from torch import nn
 
 import transformer as T
 from tests.test_reference import small
+from tests.test_reference_mutation import exactly
 from transformer import checkpoint
 from transformer.checkpoint import FORMAT
-
-
-def exactly(message: str) -> str:
-    """A ``match`` pattern for the whole of ``message``, not a part of it."""
-    return "^" + re.escape(message) + "$"
 
 
 def model_of(**overrides: object) -> T.Transformer:
@@ -220,7 +216,7 @@ def test_bad_configuration_values(name: str, value: object, message: str) -> Non
     overrides: dict[str, object] = {name: value}
     if name == "d_model":
         overrides["h"] = 3
-    with pytest.raises(ValueError, match="^" + re.escape(message) + "$"):
+    with pytest.raises(ValueError, match=exactly(message)):
         small(**overrides)
 
 
@@ -412,7 +408,7 @@ def test_an_oversized_positional_table_names_the_limit(
     ],
 )
 def test_noam_rate_refuses_bad_sizes(d_model: float, warmup: float, message: str) -> None:
-    with pytest.raises(ValueError, match="^" + re.escape(message) + "$"):
+    with pytest.raises(ValueError, match=exactly(message)):
         T.noam_rate(1, d_model, warmup)  # type: ignore[arg-type]
     optimizer = T.make_optimizer([nn.Parameter(torch.zeros(1))])
     with pytest.raises(ValueError, match=re.escape(message)):

@@ -61,8 +61,8 @@ def load_checkpoint(
         CheckpointError: the file is missing, truncated or corrupt, is not a checkpoint, carries
             pickled objects, its configuration is invalid or does not match ``config``, its
             weights do not fit the configuration (names, shapes, number of layers), mix dtypes
-            or are not floating point, its tied weights differ, or its ``max_len`` asks for a positional-encoding table
-            larger than :data:`MAX_POSITION_TABLE_BYTES`.
+            or are not floating point, its tied weights differ, or its ``max_len`` asks for a
+            positional-encoding table larger than :data:`MAX_POSITION_TABLE_BYTES`.
     """
     try:
         payload: Any = torch.load(path, map_location=map_location, weights_only=True)
