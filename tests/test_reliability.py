@@ -408,6 +408,17 @@ def test_time_spent_waiting_for_a_cpu_is_not_counted(monkeypatch: pytest.MonkeyP
     assert timeout.waited_in(0, 0) == 0.0  # no such process: no waiting to subtract
 
 
+def test_a_check_within_the_limit_reads_no_schedstat(monkeypatch: pytest.MonkeyPatch) -> None:
+    """:func:`spec.timeout.check` runs at every adapter call: before the limit has passed in
+    wall-clock time (waiting for a CPU only takes time away) it reads nothing from /proc."""
+    reads = []
+    monkeypatch.setattr(timeout, "waited", lambda tid=None: reads.append(tid) or 0.0)
+    with timeout.limit(30):
+        for _ in range(100):
+            timeout.check()
+    assert len(reads) == 1  # the start's, not one per check
+
+
 def test_an_escape_from_the_alarm_is_caught() -> None:
     """A block that cancels the timer is still interrupted (the watchdog signals again); one
     that swallows the Timeout is stopped by the next :func:`spec.timeout.check`."""
