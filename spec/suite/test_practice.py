@@ -102,10 +102,10 @@ def test_incremental_decoding(clause: Check, env: Env, rng: torch.Generator) -> 
       positions already);
     * ``greedy`` returns what a greedy loop over full passes returns (16 sequences, 20 steps).
       On random weights greedy output tends to repeat one token, where a wrong position or a
-      stale cache changes nothing, so the weights are drawn (up to 8 times) until the loop's
-      output changes token often. A step whose top two scores lie within twice the tolerance
-      is a near-tie, where either choice is right: the comparison of that sequence stops
-      there.
+      stale cache changes nothing, so the weights are drawn (from a fixed seed, up to 8 times)
+      until the loop's output changes token often. A step whose top two scores lie within
+      twice the tolerance is a near-tie, where either choice is right: the comparison of that
+      sequence stops there.
     """
     model, _ = build(clause, env, rng)
     src, src_mask, tgt_in = batch_of(rng, env, [8, 6], tgt_length=12)
@@ -125,7 +125,7 @@ def test_incremental_decoding(clause: Check, env: Env, rng: torch.Generator) -> 
               "with the cache) vs the full pass, as log-probabilities", env.tol,
               lambda: _cache_ignored(clause, model, src, src_mask, tgt_in))
     with clause.part("greedy"):
-        _check_greedy(clause, env, rng)
+        _check_greedy(clause, env)
     clause.parts_done()
 
 
@@ -156,6 +156,13 @@ def _cache_ignored(
 GREEDY_ROWS, GREEDY_STEPS, GREEDY_DRAWS, GREEDY_CHANGES = 16, 20, 8, 8
 """The greedy check: sequences, steps, random models tried at most, and the token changes
 (summed over the sequences) that are enough to stop drawing."""
+
+GREEDY_SEED = 25
+"""The seed of the greedy check's draws, chosen when the test was written: its first model and
+sources make the paper's model change token 28 times (in float64 and float32), so that an
+implementation computing that function needs one draw; most seeds give 0 to 5 changes. An
+implementation whose first draw computes something else (more parameters than the canonical
+ones, say) draws on, as before."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -199,10 +206,11 @@ def _greedy_case(clause: Check, env: Env, rng: torch.Generator) -> _Greedy:
     return _Greedy(model, src, src_mask, expected, whole)
 
 
-def _check_greedy(clause: Check, env: Env, rng: torch.Generator) -> None:
+def _check_greedy(clause: Check, env: Env) -> None:
     """``greedy`` against a greedy loop over full passes, on the most informative of a few
-    random models (:data:`GREEDY_DRAWS`)."""
+    random models (:data:`GREEDY_DRAWS`, from :data:`GREEDY_SEED`)."""
     greedy = clause.require("greedy")
+    rng = torch.Generator().manual_seed(GREEDY_SEED)
     case = _greedy_case(clause, env, rng)
     for _ in range(GREEDY_DRAWS - 1):
         if case.changes >= GREEDY_CHANGES:
