@@ -91,10 +91,9 @@ except ImportError:
         "hf-bart needs the optional extra: pip install 'attention-spec[matrix]'"
     ) from None
 
+from spec.adapters._bart_family import BartFamily, BartFamilyAdapter
 from spec.adapters._hf import (
     NOT_PROVIDED,
-    BartFamily,
-    BartFamilyAdapter,
     generator_layout,
     no_feed_forward,
     paper_settings,
@@ -136,9 +135,9 @@ def _bart_config(config: Config) -> BartConfig:
 
 class HFBartAdapter(BartFamilyAdapter):
     """Adapter for transformers' ``BartForConditionalGeneration`` and ``BartAttention``: the
-    mapping the BART family shares (``spec.adapters._hf.BartFamilyAdapter``, called with BART's
-    own functions), with BART's learned positions and embedding LayerNorm among the canonical
-    parameters; see the module docstring for what each method maps to and why some
+    mapping the BART family shares (``spec.adapters._bart_family.BartFamilyAdapter``, called
+    with BART's own functions), with BART's learned positions and embedding LayerNorm among the
+    canonical parameters; see the module docstring for what each method maps to and why some
     capabilities are missing."""
 
     name = "hf-bart"

@@ -84,10 +84,9 @@ except ImportError:
         "hf-marian needs the optional extra: pip install 'attention-spec[matrix]'"
     ) from None
 
+from spec.adapters._bart_family import BartFamily, BartFamilyAdapter
 from spec.adapters._hf import (
     NOT_PROVIDED,
-    BartFamily,
-    BartFamilyAdapter,
     no_feed_forward,
     paper_settings,
 )
@@ -109,9 +108,9 @@ def _marian_config(config: Config) -> MarianConfig:
 
 class HFMarianAdapter(BartFamilyAdapter):
     """Adapter for transformers' ``MarianMTModel`` and ``MarianAttention``: the mapping the BART
-    family shares (``spec.adapters._hf.BartFamilyAdapter``, called with Marian's own functions)
-    and Marian's sinusoidal table; see the module docstring for what each method maps to and why
-    some capabilities are missing."""
+    family shares (``spec.adapters._bart_family.BartFamilyAdapter``, called with Marian's own
+    functions) and Marian's sinusoidal table; see the module docstring for what each method maps
+    to and why some capabilities are missing."""
 
     name = "hf-marian"
     model_class = MarianMTModel
