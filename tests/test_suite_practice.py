@@ -26,6 +26,7 @@ import spec.oracle  # noqa: F401  (imported before pytester snapshots sys.module
 import tests.mutants.variants as corpus
 import transformer as T
 from spec.suite import test_practice as S
+from spec.suite.helpers import gradients
 from tests.mutants import kit, training
 from tests.suite_run import said, suite_report
 from transformer.embeddings import Embedding
@@ -198,8 +199,8 @@ def test_frozen_rows_are_read_in_the_canonical_layout() -> None:
     grads["generator.W"][:, 1] = 0
     used = {"src_embedding": torch.tensor([3, 4, 3]), "generator.W": torch.tensor([0, 1]),
             "tgt_embedding": torch.tensor([0])}
-    assert S._frozen_rows(grads, used) == {"src_embedding": [3], "generator.W": [1]}
-    assert S._frozen_rows(grads, {"src_embedding": torch.tensor([4])}) == {}
+    assert gradients.frozen_rows(grads, used) == {"src_embedding": [3], "generator.W": [1]}
+    assert gradients.frozen_rows(grads, {"src_embedding": torch.tensor([4])}) == {}
 
 
 # -- practice/incremental-decoding: three parts, each on its own ------------------------------------

@@ -4,14 +4,13 @@ and embedding dropout (and nowhere else), no dropout in evaluation, label smooth
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 import pytest
 import torch
 from torch import Tensor, nn
 
 from spec import oracle
-from spec.adapter import Config
 from spec.check import Check, Env
 from spec.diagnosis import explain
 from spec.oracle import Spread
@@ -108,69 +107,6 @@ def test_eq3(clause: Check) -> None:
 # -- 5.4 ----------------------------------------------------------------------------------------
 
 
-def _norms(x: Tensor, params: dict[str, Tensor], names: Iterable[str], ln: H.Reading) -> Tensor:
-    """LayerNorm after LayerNorm: what a stack of wrapped sub-layers whose outputs all vanish
-    computes (post-norm), with the LayerNorm of ``ln``."""
-    for name in names:
-        x = H.layer_norm(x, H.sub(params, name), ln)
-    return x
-
-
-def _final(x: Tensor, params: dict[str, Tensor], stack: str, ln: H.Reading,
-           hidden: bool = False) -> Tensor:
-    """The stack's extra final LayerNorm, if it has one (variant ``final-norm`` of 3.1), then,
-    with ``hidden``, the unexposed one (gain 1, bias 0) of the model's reading (a deviation
-    that 3.1/no-final-norm reports)."""
-    if f"{stack}.norm.gamma" in params:
-        x = H.layer_norm(x, H.sub(params, f"{stack}.norm"), ln)
-    if hidden:
-        ones = torch.ones(x.shape[-1], dtype=torch.float64, device=x.device)
-        x = H.layer_norm(x, {"gamma": ones, "beta": 0 * ones}, ln)
-    return x.double()
-
-
-def _first_close(actual: Tensor, candidates: dict[str, Tensor], tol: Tolerance) -> str | None:
-    for name, candidate in candidates.items():
-        if error_ratio(actual, candidate, tol) <= 1.0:
-            return name
-    return None
-
-
-EPS = (1e-5, 1e-6)
-"""LayerNorm epsilons tried where a test needs one (3.1/residual-norm judges which is used)."""
-
-
-def _reading(clause: Check, env: Env, model: nn.Module, params: dict[str, Tensor],
-             config: Config) -> tuple[dict[str, H.Reading], H.Reading]:
-    """The LayerNorms to try, by name: PyTorch's with each of :data:`EPS`, and the model's own
-    (its epsilon, variance and place of epsilon, variants of 3.1/residual-norm, which judges
-    them); and the model's whole reading (found on the model in evaluation mode with a probe
-    drawn from a generator of its own, so that the test's random inputs stay the same)."""
-    found = H.reading_of(clause, env, torch.Generator().manual_seed(0), model, params, config,
-                         "encoder")
-    norms = {f"eps={eps:g}": H.Reading(eps=eps) for eps in EPS}
-    if _layer_norm(found) not in norms.values():
-        norms["the model's LayerNorm"] = _layer_norm(found)
-    return norms, found
-
-
-def _ffn_biases(params: dict[str, Tensor]) -> dict[str, Tensor]:
-    """``params`` with zero FFN biases where the model has none (an FFN without biases is Eq. 2
-    with b_1 = b_2 = 0), so that the oracle can run it."""
-    out = dict(params)
-    for name, w in params.items():
-        if name.endswith((".ffn.W_1", ".ffn.W_2")):
-            bias = name[: -len("W_1")] + ("b_1" if name.endswith("W_1") else "b_2")
-            out.setdefault(bias, torch.zeros_like(w[0]))
-    return out
-
-
-def _layer_norm(reading: H.Reading) -> H.Reading:
-    """Only the LayerNorm of ``reading`` (post-norm, ReLU)."""
-    return H.Reading(eps=reading.eps, unbiased=reading.unbiased,
-                     eps_inside_sqrt=reading.eps_inside_sqrt)
-
-
 @pytest.mark.clause("5.4/residual-dropout")
 def test_residual_dropout(clause: Check, env: Env, rng: torch.Generator) -> None:
     """LayerNorm(x + Dropout(Sublayer(x))): with P_drop = 1, in training mode, every wrapped
@@ -209,9 +145,9 @@ def _residual_all_dropped(clause: Check, env: Env, rng: torch.Generator) -> None
     """The P_drop = 1 part of :func:`test_residual_dropout`."""
     config = dropout.with_dropout(SMALL, 1.0)
     model, params = build(clause, env, rng, config)
-    params = _ffn_biases(params)
-    lns, reading = _reading(clause, env, model, params, config)
-    own, hidden = _layer_norm(reading), reading.hidden_norm
+    params = dropout.with_ffn_biases(params)
+    lns, reading = dropout.norms_to_try(clause, env, model, params, config)
+    own, hidden = dropout.norm_of(reading), reading.hidden_norm
     model.train()
     n = config.n_layers
     x = env.randn(2, 6, config.d_model, generator=rng)
@@ -225,11 +161,12 @@ def _residual_all_dropped(clause: Check, env: Env, rng: torch.Generator) -> None
     )
     for stack, actual, norms in runs:
         names = [f"{stack}.{i}.{k}" for i in range(n) for k in norms]
-        paper = {name: _final(_norms(x, params, names, ln), params, stack, ln, hidden)
+        paper = {name: dropout.final_norms(dropout.norm_chain(x, params, names, ln), params,
+                                           stack, ln, hidden)
                  for name, ln in lns.items()}
-        if _first_close(actual, paper, env.tol):
+        if dropout.first_close(actual, paper, env.tol):
             continue
-        pre = _final(x, params, stack, own, hidden)
+        pre = dropout.final_norms(x, params, stack, own, hidden)
         if error_ratio(actual, pre, env.tol) <= 1.0:
             clause.variant("pre-norm", f"with P_drop = 1 the {stack} is the identity (up to its "
                            "final norm): x + Dropout(Sublayer(LayerNorm(x)))")
@@ -241,7 +178,8 @@ def _residual_all_dropped(clause: Check, env: Env, rng: torch.Generator) -> None
             intact = oracle.decoder(x, memory, params, n, config.h, src_mask)
         bugs = {
             "no-residual-dropout": intact,
-            "dropout-after-residual": _final(  # the last norm's bias (zeros without one)
+            # the last norm's bias (zeros without one)
+            "dropout-after-residual": dropout.final_norms(
                 params.get(f"{last}.beta", torch.zeros(x.shape[-1])).double().expand_as(x),
                 params, stack, own, hidden),
         }

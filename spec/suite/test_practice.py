@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from spec import oracle
-from spec.adapter import Config, NotProvided, declared
+from spec.adapter import Config, NotProvided
 from spec.check import Check, Env
 from spec.diagnosis import explain
 from spec.suite.helpers import (
@@ -25,8 +24,11 @@ from spec.suite.helpers import (
     batch_of,
     build,
     cpu_float64,
+    encoder_only,
+    gradients,
     judge,
     logits,
+    outputs,
     shifted,
     tokens,
     twin,
@@ -292,10 +294,10 @@ def _check_gradients(clause: Check, env: Env, rng: torch.Generator, config: Conf
     """:func:`test_gradients` with the configuration ``config``."""
     model, _ = build(clause, env, rng, config)
     loss_fn = clause.require("loss")
-    src, src_mask, tgt_in, target = _every_token(clause, env, rng, config)
+    src, src_mask, tgt_in, target = gradients.every_token(clause, env, rng, config)
     model.train()
     with torch.enable_grad():
-        loss_fn(_outputs(clause, model, src, src_mask, tgt_in), target, config.pad_id).backward()
+        loss_fn(outputs(clause, model, src, src_mask, tgt_in), target, config.pad_id).backward()
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
@@ -309,10 +311,10 @@ def _check_gradients(clause: Check, env: Env, rng: torch.Generator, config: Conf
     used = {"src_embedding": src[src_mask], "generator.W": target[real]}
     if tgt_in is not None:
         used["tgt_embedding"] = tgt_in[real]
-    grads = _canonical_gradients(clause, model)
-    frozen = _frozen_rows(grads, used)
+    grads = gradients.canonical_gradients(clause, model)
+    frozen = gradients.frozen_rows(grads, used)
     clause.expect(not frozen, f"with padding id {config.pad_id}, the loss sends no gradient to "
-                  f"rows that the batch uses: {_named(frozen)}", _padding_elsewhere(frozen))
+                  f"rows that the batch uses: {gradients.named_rows(frozen)}", gradients.padding_elsewhere(frozen))
     model.eval()
     lookups = [("src_embedding", "embed_source", src, src_mask)]
     if tgt_in is not None:
@@ -324,80 +326,10 @@ def _check_gradients(clause: Check, env: Env, rng: torch.Generator, config: Conf
         with torch.enable_grad():
             x = clause.require(method)(model, ids)
             (x * env.randn(*x.shape, generator=rng)).sum().backward()
-        frozen = _frozen_rows(_canonical_gradients(clause, model), {name: ids[real_ids]})
+        frozen = gradients.frozen_rows(gradients.canonical_gradients(clause, model), {name: ids[real_ids]})
         clause.expect(not frozen, f"with padding id {config.pad_id}, {method} passes no "
-                      f"gradient on to rows that it looks up: {_named(frozen)}",
-                      _padding_elsewhere(frozen))
-
-
-def _every_token(
-    clause: Check, env: Env, rng: torch.Generator, config: Config
-) -> tuple[Tensor, Tensor, Tensor | None, Tensor]:
-    """Source ids and mask, the decoder input (``None`` for an encoder-only model) and the
-    target: three sequences, the first holding every token that is not special once, the
-    others padded. An encoder-decoder's target is a source sequence then eos; an encoder-only
-    model's, its source reversed."""
-    special = (config.pad_id, config.bos_id, config.eos_id)
-    real = torch.tensor([i for i in range(config.src_vocab) if i not in special])
-    n = len(real)
-    src = real[torch.randint(n, (3, n), generator=rng)]
-    src[0] = real[torch.randperm(n, generator=rng)]
-    src_mask = torch.arange(n) < torch.tensor([n, n - 3, 4]).unsqueeze(1)
-    src = src.masked_fill(~src_mask, config.pad_id)
-    if _encoder_only(clause):
-        target = src.flip(1)
-        return src.to(env.device), src_mask.to(env.device), None, target.to(env.device)
-    eos = torch.full((3, 1), config.pad_id)
-    target = torch.cat([src, eos], 1)
-    target[torch.arange(3), src_mask.sum(1)] = config.eos_id
-    tgt_in = shifted(clause, target, config.bos_id)
-    return (src.to(env.device), src_mask.to(env.device), tgt_in.to(env.device),
-            target.to(env.device))
-
-
-def _canonical_gradients(clause: Check, model: nn.Module) -> dict[str, Tensor]:
-    """The gradient of every canonical parameter, in the canonical layout: each parameter's
-    gradient is put in its place (NaN for a frozen parameter, so that it never reads as a
-    zero gradient) and read back through ``parameters``; then the weights are restored. Tied
-    matrices read one and the same gradient, the sum of every use."""
-    params = list(model.parameters())
-    with torch.no_grad():
-        saved = [p.detach().clone() for p in params]
-        for p in params:
-            none = torch.full_like(p, 0.0 if p.requires_grad else math.nan)
-            p.copy_(none if p.grad is None else p.grad)
-        grads = {n: t.detach().clone() for n, t in clause.require("parameters")(model).items()}
-        for p, value in zip(params, saved, strict=True):
-            p.copy_(value)
-    return grads
-
-
-def _frozen_rows(grads: dict[str, Tensor], used: dict[str, Tensor]) -> dict[str, list[int]]:
-    """Matrix name -> the token ids in ``used[name]`` whose row of ``grads[name]`` is all zero
-    (``generator.W`` is ``[d_model, V]``: its rows are columns); names the adapter does not
-    expose are skipped."""
-    out = {}
-    for name, ids in used.items():
-        if name not in grads:
-            continue
-        g = grads[name].T if name == "generator.W" else grads[name]
-        zero = sorted(i for i in set(ids.tolist()) if not bool((g[i] != 0).any()))
-        if zero:
-            out[name] = zero
-    return out
-
-
-def _padding_elsewhere(frozen: dict[str, list[int]]) -> str | None:
-    """``padding-id-hard-coded`` when the lookup treats exactly one real token as padding (its
-    row alone gets no gradient, whatever the configured padding id): what ``nn.Embedding``'s
-    ``padding_idx`` set to another id does."""
-    ids = {i for rows in frozen.values() for i in rows}
-    return explain("padding-id-hard-coded") if len(ids) == 1 else None
-
-
-def _named(rows: dict[str, list[int]]) -> str:
-    """``src_embedding rows (token ids) [1, 4]; generator.W ...`` for :func:`_frozen_rows`."""
-    return "; ".join(f"{name} rows (token ids) {ids}" for name, ids in rows.items())
+                      f"gradient on to rows that it looks up: {gradients.named_rows(frozen)}",
+                      gradients.padding_elsewhere(frozen))
 
 
 TOY = Config(src_vocab=12, tgt_vocab=12, d_model=32, h=4, d_ff=64, n_layers=2, max_len=16)
@@ -429,7 +361,7 @@ def test_trainable(clause: Check, env: Env, rng: torch.Generator) -> None:
     torch.set_num_threads(1)  # a tiny model: one thread is fastest, and immune to busy cores
     model = clause.require("model")(TOY).to(env.device, env.dtype).train()
     src, src_mask = tokens(rng, TOY, 24, 6)
-    if _encoder_only(clause):
+    if encoder_only(clause):
         task, tgt_in, target = "reverse", None, src.flip(1)
     else:
         task, target = "copy", torch.cat([src, torch.full_like(src[:, :1], TOY.eos_id)], 1)
@@ -442,7 +374,7 @@ def test_trainable(clause: Check, env: Env, rng: torch.Generator) -> None:
         """(loss, share of the tokens right), in eval mode."""
         model.eval()
         with torch.no_grad():
-            z = _outputs(clause, model, src, src_mask, tgt_in)
+            z = outputs(clause, model, src, src_mask, tgt_in)
             loss, right = float(loss_fn(z, target, TOY.pad_id)), (z.argmax(-1) == target)[real]
         model.train()
         return loss, float(right.double().mean())
@@ -457,7 +389,7 @@ def test_trainable(clause: Check, env: Env, rng: torch.Generator) -> None:
             group["lr"] = TRAIN_RATE * min(1.0, 2 * (1 - step / TRAIN_STEPS))
         optimizer.zero_grad()
         with torch.enable_grad():
-            loss_fn(_outputs(clause, model, src, src_mask, tgt_in), target, TOY.pad_id).backward()
+            loss_fn(outputs(clause, model, src, src_mask, tgt_in), target, TOY.pad_id).backward()
         optimizer.step()
         if (step + 1) % TRAIN_CHECK == 0 or step + 1 == TRAIN_STEPS:
             final, trained = evaluate()
@@ -470,23 +402,6 @@ def test_trainable(clause: Check, env: Env, rng: torch.Generator) -> None:
     clause.expect(trained >= TRAINED and final <= LOSS_FALL * first,
                   f"the model does not learn: {measured}")
     clause.note(measured)
-
-
-def _encoder_only(clause: Check) -> bool:
-    """Whether the adapter declares an encoder-only implementation."""
-    return declared(clause.adapter, "architecture") == "encoder-only"
-
-
-def _outputs(
-    clause: Check, model: nn.Module, src: Tensor, src_mask: Tensor, tgt_in: Tensor | None
-) -> Tensor:
-    """The model's outputs for training: the full pass (:func:`spec.suite.helpers.logits`) for
-    the decoder input ``tgt_in``; an encoder-only model's projected encoder output (``tgt_in``
-    None)."""
-    if tgt_in is not None:
-        return logits(clause, model, src, src_mask, tgt_in)
-    x = clause.require("embed_source")(model, src)
-    return clause.require("project")(model, clause.require("encode")(model, x, src_mask))
 
 
 @pytest.mark.clause("practice/devices-dtypes")

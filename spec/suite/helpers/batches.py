@@ -8,7 +8,7 @@ import dataclasses
 import torch
 from torch import Tensor, nn
 
-from spec.adapter import Config
+from spec.adapter import Config, declared
 from spec.check import Check, Env
 from spec.tolerances import tolerance
 
@@ -116,3 +116,20 @@ class Batch:
         memory = clause.require("encode")(model, self.x.to(env.device, env.dtype), src_mask)
         y = self.y.to(env.device, env.dtype)
         return clause.require("decode")(model, y, memory, src_mask)
+
+
+def encoder_only(clause: Check) -> bool:
+    """Whether the adapter declares an encoder-only implementation."""
+    return declared(clause.adapter, "architecture") == "encoder-only"
+
+
+def outputs(
+    clause: Check, model: nn.Module, src: Tensor, src_mask: Tensor, tgt_in: Tensor | None
+) -> Tensor:
+    """The model's outputs for training: the full pass (:func:`spec.suite.helpers.logits`) for
+    the decoder input ``tgt_in``; an encoder-only model's projected encoder output (``tgt_in``
+    None)."""
+    if tgt_in is not None:
+        return logits(clause, model, src, src_mask, tgt_in)
+    x = clause.require("embed_source")(model, src)
+    return clause.require("project")(model, clause.require("encode")(model, x, src_mask))

@@ -5,24 +5,30 @@ the encoder's output (:func:`probe_params`, :func:`read`), and compares training
 evaluation mode: the factors by which training mode scales each entry. Their pattern
 (:func:`pattern_of`, :func:`lattice`) tells where dropout acts; their share of zeros and scale
 (:class:`Rate`, :func:`residual_rate`) give its rate, which :func:`judge_rates` judges.
-Used by ``spec/suite/test_5_training.py``.
+With every sub-layer output dropped (P_drop = 1), a post-norm stack is a chain of its
+LayerNorms (:func:`norm_chain`, :func:`final_norms`), in the LayerNorms a model may use
+(:func:`norms_to_try`). Used by ``spec/suite/test_5_training.py``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Iterable
 from typing import Literal
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from spec.adapter import Config
 from spec.check import Check, Env
 from spec.diagnosis import explain
+from spec.oracle import sub
 from spec.tolerances import Tolerance, error_ratio
 
 from .models import SMALL, build
+from .readings import Reading, layer_norm
+from .stacks import reading_of
 
 
 def with_dropout(config: Config, p: float, **changes: int) -> Config:
@@ -250,3 +256,70 @@ def judge_rates(
                         f"{rate.n} entries{scale}; dropout at P_drop drops {p:.0%} (within "
                         f"{Z:g} binomial standard deviations) and scales by {1 / (1 - p):.3g}",
                         explain(bug))
+
+
+# -- P_drop = 1: every sub-layer output dropped (5.4/residual-dropout) --------------------------
+
+
+def norm_chain(x: Tensor, params: dict[str, Tensor], names: Iterable[str], ln: Reading) -> Tensor:
+    """LayerNorm after LayerNorm: what a stack of wrapped sub-layers whose outputs all vanish
+    computes (post-norm), with the LayerNorm of ``ln``."""
+    for name in names:
+        x = layer_norm(x, sub(params, name), ln)
+    return x
+
+
+def final_norms(x: Tensor, params: dict[str, Tensor], stack: str, ln: Reading,
+                hidden: bool = False) -> Tensor:
+    """The stack's extra final LayerNorm, if it has one (variant ``final-norm`` of 3.1), then,
+    with ``hidden``, the unexposed one (gain 1, bias 0) of the model's reading (a deviation
+    that 3.1/no-final-norm reports)."""
+    if f"{stack}.norm.gamma" in params:
+        x = layer_norm(x, sub(params, f"{stack}.norm"), ln)
+    if hidden:
+        ones = torch.ones(x.shape[-1], dtype=torch.float64, device=x.device)
+        x = layer_norm(x, {"gamma": ones, "beta": 0 * ones}, ln)
+    return x.double()
+
+
+def first_close(actual: Tensor, candidates: dict[str, Tensor], tol: Tolerance) -> str | None:
+    """The name of the first of ``candidates`` that ``actual`` matches within ``tol``."""
+    for name, candidate in candidates.items():
+        if error_ratio(actual, candidate, tol) <= 1.0:
+            return name
+    return None
+
+
+EPS = (1e-5, 1e-6)
+"""LayerNorm epsilons tried where a test needs one (3.1/residual-norm judges which is used)."""
+
+
+def norms_to_try(clause: Check, env: Env, model: nn.Module, params: dict[str, Tensor],
+                 config: Config) -> tuple[dict[str, Reading], Reading]:
+    """The LayerNorms to try, by name: PyTorch's with each of :data:`EPS`, and the model's own
+    (its epsilon, variance and place of epsilon, variants of 3.1/residual-norm, which judges
+    them); and the model's whole reading (found on the model in evaluation mode with a probe
+    drawn from a generator of its own, so that the test's random inputs stay the same)."""
+    found = reading_of(clause, env, torch.Generator().manual_seed(0), model, params, config,
+                       "encoder")
+    norms = {f"eps={eps:g}": Reading(eps=eps) for eps in EPS}
+    if norm_of(found) not in norms.values():
+        norms["the model's LayerNorm"] = norm_of(found)
+    return norms, found
+
+
+def with_ffn_biases(params: dict[str, Tensor]) -> dict[str, Tensor]:
+    """``params`` with zero FFN biases where the model has none (an FFN without biases is Eq. 2
+    with b_1 = b_2 = 0), so that the oracle can run it."""
+    out = dict(params)
+    for name, w in params.items():
+        if name.endswith((".ffn.W_1", ".ffn.W_2")):
+            bias = name[: -len("W_1")] + ("b_1" if name.endswith("W_1") else "b_2")
+            out.setdefault(bias, torch.zeros_like(w[0]))
+    return out
+
+
+def norm_of(reading: Reading) -> Reading:
+    """Only the LayerNorm of ``reading`` (post-norm, ReLU)."""
+    return Reading(eps=reading.eps, unbiased=reading.unbiased,
+                   eps_inside_sqrt=reading.eps_inside_sqrt)
