@@ -22,9 +22,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import spec.adapters.reference
-import spec.oracle  # noqa: F401  (imported before pytester snapshots sys.modules)
+import spec.oracle
 import tests.mutants.variants as corpus
 import transformer as T
+from spec.check import Check
+from spec.clauses import CLAUSES
+from spec.suite import helpers as H
 from spec.suite import test_practice as S
 from spec.suite.helpers import gradients
 from tests.mutants import kit, training
@@ -335,3 +338,25 @@ def test_greedy_changes_count_what_positions_and_cache_decide() -> None:
     case = S._Greedy(nn.Identity(), torch.zeros(1), torch.zeros(1),
                      [[5, 11, 11, 11], [4, 4, 7, 4], [3]], [True, True, True])
     assert case.changes == 2
+
+
+class ListsParametersBackwards(kit.Implementation):
+    """The reference, with its canonical parameters listed in reverse order."""
+
+    def parameters(self, module: nn.Module) -> dict[str, Tensor]:
+        return dict(reversed(super().parameters(module).items()))
+
+
+def test_weights_are_drawn_whatever_order_the_adapter_lists_them_in() -> None:
+    """Given one generator, an adapter that lists its parameters in another order gets the same
+    random weights, so that the seeds chosen for the greedy and beam-search checks give every
+    implementation of one function the same model."""
+    env = H.cpu_float64()
+    drawn = []
+    for adapter in (spec.adapters.reference.adapter, ListsParametersBackwards()):
+        clause = Check(CLAUSES["practice/incremental-decoding"], adapter, "pytest x")
+        _, params = H.build(clause, env, torch.Generator().manual_seed(S.GREEDY_SEED))
+        drawn.append(params)
+    assert list(drawn[1]) == list(reversed(drawn[0]))  # the order is the adapter's
+    assert drawn[0].keys() == drawn[1].keys()
+    assert all(torch.equal(drawn[0][n], drawn[1][n]) for n in drawn[0])

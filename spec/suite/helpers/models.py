@@ -37,17 +37,39 @@ def draw(name: str, shape: torch.Size, rng: torch.Generator) -> Tensor:
     return x / math.sqrt(shape[0])
 
 
+ORDER = ("src_embedding", "tgt_embedding", "generator", "encoder", "decoder", "self_attn",
+         "cross_attn", "ffn", "norm_1", "norm_2", "norm_3", "W", "W_Q", "W_K", "W_V", "W_O", "W_1",
+         "b_1", "W_2", "b_2", "gamma", "beta")
+"""The parts of canonical names in the order in which :func:`randomize` draws their values
+(:func:`canonical_order`)."""
+
+
+def canonical_order(name: str) -> tuple[tuple[int, int, str], ...]:
+    """The sort key of a canonical name: part by part, layer numbers in numeric order, the
+    parts of :data:`ORDER` in that order (embeddings, then the stacks; in a layer its sub-layers
+    in the paper's order, then its norms; W_Q, W_K, W_V, W_O; gain before bias), any other part
+    after them, by name (``encoder.norm`` after the encoder's layers)."""
+    return tuple((0, int(part), "") if part.isdigit()
+                 else (1, ORDER.index(part), "") if part in ORDER
+                 else (2, 0, part) for part in name.split("."))
+
+
 def randomize(
     clause: Check, module: nn.Module, env: Env, rng: torch.Generator
 ) -> dict[str, Tensor]:
     """Load random canonical parameters into ``module`` (when the adapter can write them) and
-    return the parameters as the adapter reads them back, which is what the oracle uses."""
+    return the parameters as the adapter reads them back, which is what the oracle uses.
+
+    The values are drawn and loaded in :func:`canonical_order`, whatever order the adapter
+    lists its parameters in: implementations of one function given one generator get the same
+    weights (with tied matrices, the one loaded last: ``generator.W``), so that inputs chosen
+    when a test was written (the seeds of the greedy and beam-search checks) are the same for
+    all of them."""
     read = clause.require("parameters")
     params: dict[str, Tensor] = dict(read(module))
     if clause.has("load_parameters"):
-        fresh = {
-            name: draw(name, t.shape, rng).to(env.device, env.dtype) for name, t in params.items()
-        }
+        fresh = {name: draw(name, params[name].shape, rng).to(env.device, env.dtype)
+                 for name in sorted(params, key=canonical_order)}
         clause.require("load_parameters")(module, fresh)
         params = dict(read(module))
     return {name: t.detach().clone() for name, t in params.items()}
