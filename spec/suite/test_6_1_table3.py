@@ -328,7 +328,8 @@ def test_param_formula(clause: Check) -> None:
     (63.1M and 214.2M with biases; 63.0M and 214.2M without): the paper rounds to millions and
     does not state the vocabulary exactly (its base rows imply V of about 41k, its big row
     about 36k: no single V gives both), so 5% covers that, while three untied matrices (about
-    101M / 290M) or a missing cross-attention (10%) fall outside. The component checks are what catch small miscounts, exactly.
+    101M / 290M) or a missing cross-attention (10%) fall outside. The component checks are
+    what catch small miscounts, exactly.
     """
     small = dataclasses.replace(SMALL, d_model=24, h=3, d_ff=40, n_layers=3, src_vocab=11,
                                 tgt_vocab=11)

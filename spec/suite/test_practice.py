@@ -314,7 +314,8 @@ def _check_gradients(clause: Check, env: Env, rng: torch.Generator, config: Conf
     grads = gradients.canonical_gradients(clause, model)
     frozen = gradients.frozen_rows(grads, used)
     clause.expect(not frozen, f"with padding id {config.pad_id}, the loss sends no gradient to "
-                  f"rows that the batch uses: {gradients.named_rows(frozen)}", gradients.padding_elsewhere(frozen))
+                  f"rows that the batch uses: {gradients.named_rows(frozen)}",
+                  gradients.padding_elsewhere(frozen))
     model.eval()
     lookups = [("src_embedding", "embed_source", src, src_mask)]
     if tgt_in is not None:
@@ -326,7 +327,8 @@ def _check_gradients(clause: Check, env: Env, rng: torch.Generator, config: Conf
         with torch.enable_grad():
             x = clause.require(method)(model, ids)
             (x * env.randn(*x.shape, generator=rng)).sum().backward()
-        frozen = gradients.frozen_rows(gradients.canonical_gradients(clause, model), {name: ids[real_ids]})
+        frozen = gradients.frozen_rows(gradients.canonical_gradients(clause, model),
+                                       {name: ids[real_ids]})
         clause.expect(not frozen, f"with padding id {config.pad_id}, {method} passes no "
                       f"gradient on to rows that it looks up: {gradients.named_rows(frozen)}",
                       gradients.padding_elsewhere(frozen))
