@@ -293,15 +293,16 @@ def _trainable(model: nn.Module) -> int:
 def _shapes_only(clause: Check, config: Config) -> nn.Module:
     """``model(config)`` with its tensors on the meta device (shapes, no values), where the
     implementation builds there: counting the base model's 63M parameters then costs no
-    initialisation (about a second); else built as usual, which is then the outcome."""
+    initialisation (about a second); else built as usual, which is then the outcome. Both
+    builds go through the guard (a fork, an interrupt or a bad return is the implementation's,
+    as everywhere)."""
+    build = clause.require("model")
     try:
         with torch.device("meta"):
-            model = clause.adapter.model(config)  # type: ignore[attr-defined]
-        if isinstance(model, nn.Module):
-            return model
+            model: nn.Module = build(config)
+        return model
     except Exception:  # a build that needs values (.item(), a copy to the CPU)
-        pass
-    return clause.require("model")(config)
+        return build(config)
 
 
 BASE = Config(src_vocab=37000, tgt_vocab=37000, d_model=512, h=8, d_ff=2048, n_layers=6)
