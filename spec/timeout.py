@@ -107,13 +107,11 @@ class _Clock:
         self.start = time.monotonic()
         self.start_waited = waited(self.tid)
 
-    def used(self) -> float:
-        return (time.monotonic() - self.start) - (waited(self.tid) - self.start_waited)
-
     def expired(self) -> bool:
-        # waiting only takes time away: under the limit in wall-clock time, the block is under
-        # it, and /proc is not read (check() runs at every adapter call)
-        return time.monotonic() - self.start >= self.seconds and self.used() >= self.seconds
+        wall = time.monotonic() - self.start
+        if wall < self.seconds:  # waiting only takes time away: /proc need not be read (check()
+            return False  # runs at every adapter call)
+        return wall - (waited(self.tid) - self.start_waited) >= self.seconds
 
 
 _clock: _Clock | None = None

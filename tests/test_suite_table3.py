@@ -8,18 +8,13 @@ build needs values is built as usual and counted the same.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
-import pytest
-import torch._dynamo  # noqa: F401  (imported lazily by torch; pytester must not unload it)
 from torch import nn
 
-import spec.adapters.reference
-import spec.oracle  # noqa: F401  (imported before pytester snapshots sys.modules)
 from tests.mutants import impl
 from tests.mutants.kit import Implementation
-from tests.suite_run import suite_report
-
-pytest_plugins = ["pytester"]
+from tests.suite_run import run_suite
 
 
 class ChecksItsInitialWeights(Implementation):
@@ -33,10 +28,8 @@ class ChecksItsInitialWeights(Implementation):
         return model
 
 
-def test_a_model_that_needs_values_to_build_is_counted_as_built(
-    pytester: pytest.Pytester,
-) -> None:
-    report = suite_report(pytester, impl(ChecksItsInitialWeights), ["spec.suite.test_6_1_table3"],
-                          "-k", "param_formula")
+def test_a_model_that_needs_values_to_build_is_counted_as_built(tmp_path: Path) -> None:
+    report = run_suite(tmp_path, impl(ChecksItsInitialWeights), ["spec.suite.test_6_1_table3"],
+                       "-k", "param_formula")
     entry = report["table3/param-formula"]
     assert entry["verdict"] == "CONFORMS", entry["reason"]
