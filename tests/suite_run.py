@@ -27,8 +27,9 @@ Report = dict[str, dict[str, Any]]
 def run_suite(
     workdir: Path, impl: str, modules: list[str], *args: str, name: str | None = None
 ) -> Report:
-    """The suite's report on ``impl`` (``--impl``) over ``modules`` (``spec.suite`` or some of
-    its modules, by dotted name), with pytest ``args`` (``-k``, ...): clause id -> entry.
+    """The suite's report on ``impl`` (``--impl``) over ``modules`` (``spec.suite``, some of
+    its modules by dotted name, or tests: ``spec.suite.test_3_3_ffn::test_eq2``), with pytest
+    ``args`` (``-k``, ...): clause id -> entry.
 
     The run happens in ``workdir`` (its report is written there), without the caller's
     ``$PYTEST_ADDOPTS``, its output kept out of the caller's. ``name``: the implementation name

@@ -3,7 +3,7 @@ diagnosis, and recognises every legitimate variant without a false alarm.
 
 Each implementation is run through the suite in-process (so that coverage sees the suite's
 deviation and diagnosis paths), by :func:`tests.suite_run.run_suite`, which imports the suite
-once per process: a broken mutant against the modules of its expected clauses, a variant against
+once per process: a broken mutant against the tests of its expected clauses, a variant against
 the whole suite (the variants come first: they take longest, which keeps xdist's workers busy to
 the end). With ``$ATTENTION_SPEC_DETECTION_JSON`` set, each test also records its row of the
 detection table there (``python -m tests.mutants`` does this).
@@ -27,14 +27,14 @@ MUTANTS = all_mutants()
 VARIANTS = all_variants()
 
 
-def report(tmp_path: Path, cls: type[Implementation], modules: list[str]) -> Report:
+def report(tmp_path: Path, cls: type[Implementation], tests: list[str]) -> Report:
     """The suite's report on ``cls``, clause id -> clause entry."""
-    return run_suite(tmp_path, impl(cls), modules, name=cls.name)
+    return run_suite(tmp_path, impl(cls), tests, name=cls.name)
 
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=lambda cls: cls.name)
 def test_variant_is_recognised(tmp_path: Path, variant: type[Variant]) -> None:
-    clauses = report(tmp_path, variant, detection.suite_modules(variant))
+    clauses = report(tmp_path, variant, detection.suite_tests(variant))
     table = os.environ.get(detection.DETECTION_ENV)
     if table:
         detection.record(table, "variants", detection.variant_row(variant, clauses))
@@ -45,7 +45,7 @@ def test_variant_is_recognised(tmp_path: Path, variant: type[Variant]) -> None:
 @pytest.mark.parametrize("mutant", MUTANTS, ids=lambda cls: cls.name)
 def test_mutant_is_caught(tmp_path: Path, mutant: type[Mutant]) -> None:
     full = detection.full_runs()
-    clauses = report(tmp_path, mutant, detection.suite_modules(mutant, full))
+    clauses = report(tmp_path, mutant, detection.suite_tests(mutant, full))
     table = os.environ.get(detection.DETECTION_ENV)
     if table:
         detection.record(table, "mutants", detection.mutant_row(mutant, clauses, full=full))

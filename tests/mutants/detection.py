@@ -37,15 +37,15 @@ Clauses = Mapping[str, Mapping[str, Any]]
 """clause id -> the clause's entry of a ``--conformance-json`` report."""
 
 
-def clause_modules() -> dict[str, str]:
-    """Clause id -> the suite module (``spec.suite.test_...``) whose tests check it."""
-    out: dict[str, str] = {}
+def clause_tests() -> dict[str, list[str]]:
+    """Clause id -> the suite tests that check it, as ``spec.suite.test_...::test_...``."""
+    out: dict[str, list[str]] = {}
     for info in pkgutil.iter_modules(spec.suite.__path__):
         module = importlib.import_module(f"spec.suite.{info.name}")
         for name, func in inspect.getmembers(module, inspect.isfunction):
             for mark in getattr(func, "pytestmark", []):
                 if name.startswith("test_") and mark.name == "clause":
-                    out[mark.args[0]] = module.__name__
+                    out.setdefault(mark.args[0], []).append(f"{module.__name__}::{name}")
     return out
 
 
@@ -54,13 +54,13 @@ def full_runs() -> bool:
     return os.environ.get(FULL_ENV, "") not in ("", "0")
 
 
-def suite_modules(cls: type[Implementation], full: bool = False) -> list[str]:
-    """The suite modules to run: all of them for a variant (no clause may deviate) or with
-    ``full``; for a mutant, those of its EXPECTED and ERRORS clauses."""
+def suite_tests(cls: type[Implementation], full: bool = False) -> list[str]:
+    """What to run (``--pyargs``): the whole suite for a variant (no clause may deviate) or
+    with ``full``; for a mutant, the tests of its EXPECTED and ERRORS clauses."""
     if full or not issubclass(cls, Mutant):
         return ["spec.suite"]
-    where = clause_modules()
-    return sorted({where[cid] for cid in (*cls.EXPECTED, *cls.ERRORS)})
+    where = clause_tests()
+    return sorted({test for cid in (*cls.EXPECTED, *cls.ERRORS) for test in where[cid]})
 
 
 def judge_mutant(cls: type[Mutant], clauses: Clauses, *, full: bool = False) -> list[str]:
@@ -68,7 +68,7 @@ def judge_mutant(cls: type[Mutant], clauses: Clauses, *, full: bool = False) -> 
 
     Every EXPECTED clause deviates; the diagnoses the expected clauses give are DIAGNOSIS (at
     least one of them) or, for a bug without a known diagnosis, none; and no clause reports
-    ERROR but those in ERRORS (not checked with ``full``: other modules may then fail on the
+    ERROR but those in ERRORS (not checked with ``full``: other clauses may then fail on the
     bug in ways this mutant does not declare).
     """
     problems = []
@@ -156,7 +156,7 @@ def mutant_row(cls: type[Mutant], clauses: Clauses, *, full: bool = False) -> di
         "expected_diagnosis": cls.DIAGNOSIS,
         "verdicts": {cid: c["verdict"] for cid, c in clauses.items()},
         "diagnosis": diagnosis,
-        "suite": "full" if full else "modules of the expected clauses",
+        "suite": "full" if full else "the tests of the expected clauses",
         "name": cls.name,
         "description": cls.bug(),
         "expected_clause": ", ".join(cls.EXPECTED),
