@@ -265,7 +265,7 @@ class CrossAttentionCausal(Mutant):
 class CrossAttentionToSelf(Mutant):
     """The encoder-decoder attention is called as self-attention, cross_attn(y), ignoring memory."""
 
-    EXPECTED = ("3.1/decoder-layer",)
+    EXPECTED = ("3.1/decoder-layer", "3.1/shared-memory")
     DIAGNOSIS = "cross-attention-self"
 
     class Attention(kit.Attention):

@@ -135,7 +135,7 @@ class ExponentI(Sinusoids):
 class ExponentColumn(Sinusoids):
     """Each column c gets the frequency 10000^(-c/d_model): sine and cosine of a pair differ."""
 
-    EXPECTED = ("3.5/formula", "3.5/relative-linear")
+    EXPECTED = ("3.5/formula", "3.5/relative-linear", "3.5/wavelengths")
     DIAGNOSIS = "exponent-column"
 
     def table(self, length: int, d_model: int) -> Tensor:
