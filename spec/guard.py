@@ -342,10 +342,11 @@ def _unchanged(copy: Tensor, now: Tensor) -> bool:
     if now.shape != copy.shape or now.dtype != copy.dtype or now.device != copy.device:
         return False
     now = now.detach()
-    if now.is_floating_point() or now.is_complex():
-        same = (now == copy) | (now.isnan() & copy.isnan())
-        return bool(same.all())
-    return bool(torch.equal(now, copy))
+    if torch.equal(now, copy):  # the common case, in one operation (False when a NaN is there)
+        return True
+    if not (now.is_floating_point() or now.is_complex()):
+        return False
+    return bool(((now == copy) | (now.isnan() & copy.isnan())).all())
 
 
 def _placement(arguments: list[tuple[str, Any]]) -> tuple[torch.dtype, torch.device] | None:

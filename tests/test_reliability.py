@@ -511,6 +511,10 @@ def test_guard_edge_cases() -> None:
     guarded(check(), "encode", lambda: torch.ones(1))()  # no input to compare the output with
     with pytest.raises(Deviation, match=r"adapter\.encode modified its input in place"):
         guarded(check(), "encode", lambda x: x.resize_(1))(torch.ones(3))
+    with pytest.raises(Deviation, match=r"adapter\.encode modified its input in place"):
+        guarded(check(), "encode", lambda ids: ids.add_(1))(torch.ones(3, dtype=torch.long))
+    with pytest.raises(Deviation, match=r"adapter\.encode modified its input in place"):
+        guarded(check(), "encode", lambda x: x[1:].zero_())(torch.tensor([float("nan"), 1.0]))
     assert spec.check._same_device(torch.device("cuda"), torch.device("cuda", 0))
     assert not spec.check._same_device(torch.device("cuda", 1), torch.device("cuda", 0))
     assert not spec.check._same_device(torch.device("cpu"), torch.device("meta"))
