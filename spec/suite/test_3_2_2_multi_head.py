@@ -15,7 +15,7 @@ from spec import oracle
 from spec.check import Check, Env
 from spec.diagnosis import explain
 from spec.strategies import key_masks, settings
-from spec.suite.helpers import aliases, draw, judge, multi_head_bugs, randomize
+from spec.suite.helpers import aliases, draw_all, judge, multi_head_bugs, randomize
 from spec.tolerances import error_ratio
 
 BIASES = ("b_Q", "b_K", "b_V", "b_O")
@@ -119,7 +119,7 @@ def test_heads_split_by_projection(clause: Check, env: Env, rng: torch.Generator
     module = _module(clause, env, d_model, h)
     params = read(module)
     if clause.has("load_parameters"):
-        fresh = {n: draw(n, t.shape, rng).to(env.device, env.dtype) for n, t in params.items()}
+        fresh = draw_all(params, env, rng)
         clause.require("load_parameters")(module, fresh)
         params = {n: t.detach() for n, t in read(module).items()}
         w = d_model // h

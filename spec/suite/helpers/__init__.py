@@ -36,7 +36,16 @@ from .batches import (
 )
 from .embeddings import as_outputs, embedded, embedding_norm, normed, not_buffer, unmoved
 from .judging import diagnosis, influence, judge
-from .models import EMBEDDING_NAMES, SMALL, aliases, build, draw, randomize, tied_pairs, twin
+from .models import (
+    EMBEDDING_NAMES,
+    SMALL,
+    aliases,
+    build,
+    draw_all,
+    randomize,
+    tied_pairs,
+    twin,
+)
 from .readings import PAPER, READINGS, Reading, Stack, layer_norm, layers
 from .stacks import (
     DECODER_ORDER,
@@ -72,7 +81,7 @@ __all__ = [
     "cpu_float64",
     "decoder",
     "diagnosis",
-    "draw",
+    "draw_all",
     "embedded",
     "embedding_norm",
     "encoder",

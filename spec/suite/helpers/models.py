@@ -54,6 +54,13 @@ def canonical_order(name: str) -> tuple[tuple[int, int, str], ...]:
                  else (2, 0, part) for part in name.split("."))
 
 
+def draw_all(params: Mapping[str, Tensor], env: Env, rng: torch.Generator) -> dict[str, Tensor]:
+    """A :func:`draw` for each of ``params``' names and shapes, on ``env``'s device and dtype,
+    drawn in :func:`canonical_order`."""
+    return {name: draw(name, params[name].shape, rng).to(env.device, env.dtype)
+            for name in sorted(params, key=canonical_order)}
+
+
 def randomize(
     clause: Check, module: nn.Module, env: Env, rng: torch.Generator
 ) -> dict[str, Tensor]:
@@ -68,8 +75,7 @@ def randomize(
     read = clause.require("parameters")
     params: dict[str, Tensor] = dict(read(module))
     if clause.has("load_parameters"):
-        fresh = {name: draw(name, params[name].shape, rng).to(env.device, env.dtype)
-                 for name in sorted(params, key=canonical_order)}
+        fresh = draw_all(params, env, rng)
         clause.require("load_parameters")(module, fresh)
         params = dict(read(module))
     return {name: t.detach().clone() for name, t in params.items()}
