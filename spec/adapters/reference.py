@@ -95,9 +95,11 @@ def _layout(module: nn.Module) -> Mapping:
     return out
 
 
-def _tensor(module: nn.Module, path: str) -> Tensor:
-    path = path.split("#")[0]
-    return module.get_parameter(path)
+def _tensors(module: nn.Module) -> Callable[[str], Tensor]:
+    """The parameter of ``module`` at a layout path (``#i``, a slice of it, is ignored here): one
+    lookup in a table of every parameter, not a walk down the module tree per path."""
+    table = dict(module.named_parameters(remove_duplicate=False))  # tied ones under each name
+    return lambda path: table[path.split("#")[0]]
 
 
 class ReferenceAdapter:
@@ -152,20 +154,21 @@ class ReferenceAdapter:
         )
 
     def parameters(self, module: nn.Module) -> dict[str, Tensor]:
-        out = {}
-        for name, (path, read, _) in _layout(module).items():
-            out[name] = read(_tensor(module, path).detach())
-        return out
+        tensor = _tensors(module)
+        return {
+            name: read(tensor(path).detach()) for name, (path, read, _) in _layout(module).items()
+        }
 
     def load_parameters(self, module: nn.Module, params: Params) -> None:
         layout = _layout(module)
         unknown = sorted(set(params) - set(layout))
         if unknown:
             raise KeyError(f"unknown parameters {unknown}")
+        tensor = _tensors(module)
         with torch.no_grad():
             for name, value in params.items():
                 path, _, write = layout[name]
-                target = _tensor(module, path)
+                target = tensor(path)
                 if "#" in path:  # one of W^Q, W^K, W^V inside in_proj.weight
                     i = int(path.split("#")[1])
                     d = target.size(1)
