@@ -25,6 +25,7 @@ name, so that the report says where the test hung.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import inspect
@@ -75,11 +76,7 @@ def guarded(check: Check, name: str, method: Callable[..., Any]) -> Callable[...
     """``method`` (the adapter's capability ``name``), checked on every call for ``check``'s
     clause: inputs unchanged, and for :data:`TENSOR_OUTPUTS` the output's dtype and device."""
 
-    try:
-        signature: inspect.Signature | None = inspect.signature(method)
-    except (TypeError, ValueError):  # some builtins have none
-        signature = None
-
+    signature = _signature(method)
     returned: list[tuple[weakref.ref[Tensor], int, complex]] = []  # earlier results, for reuse
 
     @functools.wraps(method)
@@ -276,6 +273,28 @@ def _refused(method: Callable[..., Any], args: tuple[Any, ...], exc: BaseExcepti
         "model", f"the implementation refused the configuration {settings} "
         f"({type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''})"
     ) from exc
+
+
+_SIGNATURES: dict[bool, weakref.WeakKeyDictionary[Any, inspect.Signature | None]] = {
+    True: weakref.WeakKeyDictionary(),  # a bound method's function -> the method's signature
+    False: weakref.WeakKeyDictionary(),  # any other callable -> its signature
+}
+
+
+def _signature(method: Callable[..., Any]) -> inspect.Signature | None:
+    """``inspect.signature(method)`` (None where there is none, as for some builtins), worked out
+    once per function: a clause asks for the same few methods hundreds of times per run."""
+    bound = inspect.ismethod(method)
+    cache, key = _SIGNATURES[bound], method.__func__ if bound else method  # type: ignore[attr-defined]
+    with contextlib.suppress(KeyError, TypeError):  # TypeError: no weak reference to it
+        return cache[key]
+    try:
+        signature: inspect.Signature | None = inspect.signature(method)
+    except (TypeError, ValueError):
+        signature = None
+    with contextlib.suppress(TypeError):
+        cache[key] = signature
+    return signature
 
 
 def _arguments(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 import signal
@@ -504,6 +505,26 @@ def test_guard_checks_outputs_against_the_inputs_or_the_module() -> None:
     loss(q, torch.ones(1, 2, dtype=torch.long), 0)  # a loss may be more (or less) precise
     with pytest.raises(Deviation, match=r"adapter\.loss returned device meta, expected cpu"):
         guarded(check(), "loss", lambda z, target, pad: z.sum().to("meta"))(q, None, 0)
+
+
+def test_guard_names_arguments_by_a_signature_read_once_per_function() -> None:
+    """The guard reads a method's signature once per function (a cache): every instance's bound
+    method, a plain function and a callable without a weak reference are all named right."""
+
+    class Adapter:
+        def encode(self, model: object, x: torch.Tensor) -> torch.Tensor:
+            return x.add_(1)
+
+    def encode(model: object, src: torch.Tensor) -> torch.Tensor:
+        return src.add_(1)
+
+    first, second = Adapter().encode, Adapter().encode
+    for method, label in [(first, "`x`"), (second, "`x`"), (encode, "`src`"), (encode, "`src`"),
+                          (functools.partial(encode), "`src`")]:  # fmt: skip
+        with pytest.raises(Deviation, match=f"in place \\(argument {label}\\)"):
+            guarded(check(), "encode", method)(None, torch.ones(2))
+    with pytest.raises(Deviation, match=r"in place \(argument 0\)"):  # no signature: by place
+        guarded(check(), "encode", torch.Tensor.add_)(torch.ones(2), 1)
 
 
 def test_guard_edge_cases() -> None:
