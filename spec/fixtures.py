@@ -101,7 +101,10 @@ def _isolate(request: pytest.FixtureRequest) -> Iterator[None]:
         torch.get_default_device(),
     )
     with torch.random.fork_rng(devices=cuda):
-        torch.manual_seed(seed_of(request.node))
+        seed = seed_of(request.node)
+        torch.default_generator.manual_seed(seed)  # the suite's devices: the CPU and CUDA's
+        if cuda:  # (torch.manual_seed also queues a seeding of every device kind torch knows,
+            torch.cuda.manual_seed_all(seed)  # with a stack trace each, where none is present)
         torch.set_num_threads(1)  # the suite's models are small: threads only contend
         try:
             yield
