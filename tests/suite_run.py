@@ -48,6 +48,8 @@ def run_suite(
                 # its gc.collect() at the end of a run costs about a second in a process that
                 # holds many objects, and the run's own leaks are not what is tested here
                 "-p", "no:unraisableexception",
+                "-p", "no:logging",  # it hooks every non-propagating logger (torch has dozens) in
+                # each phase of each test: about 0.3 s per run, and no test here reads a log
             ])  # fmt: skip
     assert out.exists(), f"no report (pytest exit code {code}):\n{output.getvalue()[-3000:]}"
     report = json.loads(out.read_text())
