@@ -21,6 +21,7 @@ import functools
 import hashlib
 import http.server
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -49,6 +50,9 @@ ARGS = [
     "--no-first-run",
 ]
 HOST = "127.0.0.1"
+NOWHERE = "http://127.0.0.1:9"
+"""The browser's proxy for every host but the site's (HOST): port 9 of this machine, where nothing
+listens, so that no request leaves the machine; the tests note every one that is tried."""
 NARROW, WIDE = 390, 1440  # a phone's viewport and a laptop's, in CSS pixels
 HEIGHT = 900
 
@@ -117,11 +121,29 @@ def site() -> Path:
     return target
 
 
+SEARCH_INDEX = "/search/search_index.json"
+UNSEARCHED = "X-Attention-Spec-Unsearched"
+"""A request header: the server answers a request for :data:`SEARCH_INDEX` that carries it with
+the index emptied of pages. The crawl asks so: each page it opens would otherwise index the
+whole site for search again (a fifth of its time), and search has a test of its own."""
+
+
 @pytest.fixture(scope="module")
 def server(site: Path) -> Iterator[str]:
     class Quiet(http.server.SimpleHTTPRequestHandler):
         def log_message(self, format: str, *args: Any) -> None:
             pass
+
+        def do_GET(self) -> None:
+            if not (self.headers.get(UNSEARCHED) and urlparse(self.path).path == SEARCH_INDEX):
+                return super().do_GET()
+            index = json.loads((site / SEARCH_INDEX.lstrip("/")).read_text())
+            body = json.dumps({**index, "docs": []}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
 
     handler = functools.partial(Quiet, directory=str(site))
     httpd = http.server.ThreadingHTTPServer((HOST, 0), handler)
@@ -148,7 +170,12 @@ def browser() -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        b = p.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=ARGS,
+            proxy={"server": NOWHERE, "bypass": HOST},
+        )
         try:
             yield b
         finally:
@@ -173,26 +200,35 @@ class Visit:
 @dataclasses.dataclass
 class Crawl:
     visits: dict[str, Visit]
-    outside: list[str]  # requests to another host (aborted)
+    outside: list[str]  # requests to another host (failed by the proxy, NOWHERE)
     missing: list[str]  # requests that got no file (404)
 
 
 def _page(
-    browser: Any, crawl_outside: list[str], crawl_missing: list[str], width: int = 1280
+    browser: Any,
+    crawl_outside: list[str],
+    crawl_missing: list[str],
+    width: int = 1280,
+    headers: dict[str, str] | None = None,
 ) -> Any:
+    """A page in a context of its own, which notes every request to another host in
+    ``crawl_outside`` (the browser's proxy, :data:`NOWHERE`, fails them) and every URL answered
+    with an error status in ``crawl_missing``.
+
+    Requests are watched, not intercepted: playwright turns the HTTP cache off in a context
+    whose requests it routes, and then every page fetches and compiles MathJax and the search
+    index again."""
     context = browser.new_context(
-        viewport={"width": width, "height": HEIGHT}, service_workers="block"
+        viewport={"width": width, "height": HEIGHT},
+        service_workers="block",
+        extra_http_headers=headers or {},
     )
 
-    def route(r: Any) -> None:
-        host = urlparse(r.request.url).hostname
-        if r.request.url.startswith(("data:", "blob:")) or host == HOST:
-            r.continue_()
-        else:
-            crawl_outside.append(r.request.url)
-            r.abort()
+    def request(r: Any) -> None:
+        if not r.url.startswith(("data:", "blob:")) and urlparse(r.url).hostname != HOST:
+            crawl_outside.append(r.url)
 
-    context.route("**/*", route)
+    context.on("request", request)
     page = context.new_page()
     page.on(
         "response",
@@ -266,10 +302,11 @@ def crawl(browser: Any, server: str, site: Path) -> Crawl:
     Widening instead of opening the page again halves the crawl's time (a page load and its
     typesetting are most of it), and lays each page out just as one opened at WIDE: its width
     and height are the same, on every page of the site
-    (:func:`test_a_widened_page_is_laid_out_as_one_opened_wide` keeps that true)."""
+    (:func:`test_a_widened_page_is_laid_out_as_one_opened_wide` keeps that true). The pages
+    are given an empty search index (:data:`UNSEARCHED`)."""
     outside: list[str] = []
     missing: list[str] = []
-    page = _page(browser, outside, missing, NARROW)
+    page = _page(browser, outside, missing, NARROW, {UNSEARCHED: "1"})
     current: list[Visit] = []
     page.on(
         "console",
@@ -334,6 +371,22 @@ def test_every_equation_is_rendered(crawl: Crawl) -> None:
 
 def test_no_request_leaves_the_machine(crawl: Crawl) -> None:
     assert not crawl.outside, f"requests to other hosts: {sorted(set(crawl.outside))}"
+
+
+def test_a_request_to_another_host_is_noted_and_fails(browser: Any, server: str) -> None:
+    """What the check above stands on: a request a page makes to another host is noted, and the
+    browser's proxy fails it (it never leaves the machine)."""
+    outside: list[str] = []
+    page = _page(browser, outside, [])
+    try:
+        page.goto(server)
+        got = page.evaluate(
+            "() => fetch('http://example.com/x', {mode: 'no-cors'})"
+            ".then(() => 'answered', () => 'failed')"
+        )
+        assert (got, outside) == ("failed", ["http://example.com/x"])
+    finally:
+        page.context.close()
 
 
 def test_nothing_is_missing(crawl: Crawl) -> None:
