@@ -542,8 +542,14 @@ def test_clause_headings_list_their_backlinks(browser: Any, server: str) -> None
 
 
 def test_search_finds_a_clause_offline(browser: Any, server: str) -> None:
+    """With the site's whole search index (the crawl is given an empty one): a clause is found,
+    nothing is asked of another host or missing, and the console shows no error."""
     outside: list[str] = []
-    page = _page(browser, outside, [])
+    missing: list[str] = []
+    errors: list[str] = []
+    page = _page(browser, outside, missing)
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
     try:
         page.goto(server)
         page.wait_for_load_state("load")
@@ -554,5 +560,6 @@ def test_search_finds_a_clause_offline(browser: Any, server: str) -> None:
         result.first.wait_for(timeout=15000)
         assert result.count() >= 1
         assert not outside, f"search asked other hosts: {outside}"
+        assert not missing and not errors, (missing, errors)
     finally:
         page.context.close()
