@@ -23,6 +23,7 @@ import http.server
 import importlib.util
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -50,9 +51,6 @@ ARGS = [
     "--no-first-run",
 ]
 HOST = "127.0.0.1"
-NOWHERE = "http://127.0.0.1:9"
-"""The browser's proxy for every host but the site's (HOST): port 9 of this machine, where nothing
-listens, so that no request leaves the machine; the tests note every one that is tried."""
 NARROW, WIDE = 390, 1440  # a phone's viewport and a laptop's, in CSS pixels
 HEIGHT = 900
 
@@ -169,12 +167,16 @@ def browser() -> Iterator[Any]:
     )
     from playwright.sync_api import sync_playwright
 
-    with sync_playwright() as p:
+    # The browser's proxy for every host but the site's: a port of this machine held by a socket
+    # that never listens, so that connecting to it is refused at once, and no request leaves the
+    # machine (the tests note every one that is tried).
+    with socket.socket() as nowhere, sync_playwright() as p:
+        nowhere.bind((HOST, 0))
         b = p.chromium.launch(
             executable_path=CHROMIUM,
             headless=True,
             args=ARGS,
-            proxy={"server": NOWHERE, "bypass": HOST},
+            proxy={"server": f"http://{HOST}:{nowhere.getsockname()[1]}", "bypass": HOST},
         )
         try:
             yield b
@@ -200,7 +202,7 @@ class Visit:
 @dataclasses.dataclass
 class Crawl:
     visits: dict[str, Visit]
-    outside: list[str]  # requests to another host (failed by the proxy, NOWHERE)
+    outside: list[str]  # requests to another host (failed by the browser's proxy)
     missing: list[str]  # requests that got no file (404)
 
 
@@ -212,7 +214,7 @@ def _page(
     headers: dict[str, str] | None = None,
 ) -> Any:
     """A page in a context of its own, which notes every request to another host in
-    ``crawl_outside`` (the browser's proxy, :data:`NOWHERE`, fails them) and every URL answered
+    ``crawl_outside`` (the browser's proxy fails them) and every URL answered
     with an error status in ``crawl_missing``.
 
     Requests are watched, not intercepted: playwright turns the HTTP cache off in a context
