@@ -128,6 +128,9 @@ whole site for search again (a fifth of its time), and search has a test of its 
 
 @pytest.fixture(scope="module")
 def server(site: Path) -> Iterator[str]:
+    index = json.loads((site / SEARCH_INDEX.lstrip("/")).read_text())
+    unsearched = json.dumps({**index, "docs": []}).encode()  # read once, served to every page
+
     class Quiet(http.server.SimpleHTTPRequestHandler):
         def log_message(self, format: str, *args: Any) -> None:
             pass
@@ -135,13 +138,11 @@ def server(site: Path) -> Iterator[str]:
         def do_GET(self) -> None:
             if not (self.headers.get(UNSEARCHED) and urlparse(self.path).path == SEARCH_INDEX):
                 return super().do_GET()
-            index = json.loads((site / SEARCH_INDEX.lstrip("/")).read_text())
-            body = json.dumps({**index, "docs": []}).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Content-Length", str(len(unsearched)))
             self.end_headers()
-            self.wfile.write(body)
+            self.wfile.write(unsearched)
 
     handler = functools.partial(Quiet, directory=str(site))
     httpd = http.server.ThreadingHTTPServer((HOST, 0), handler)
