@@ -1,4 +1,4 @@
-"""Sessions: tests (CPU), conformance, matrix, lint, typecheck, docs, docs_serve, flakes,
+"""Sessions: tests (CPU), quick, conformance, matrix, lint, typecheck, docs, docs_serve, flakes,
 mutation, bench, tests_cuda.
 
 CPU sessions install ``torch==2.13.0`` (a CPU build); set ``ATTENTION_SPEC_TORCH`` to another
@@ -48,6 +48,11 @@ def install(session: nox.Session, extras: str = "") -> None:
     session.run_install("python", "-c", COMPILE, requirements.hexdigest(), silent=True)
 
 
+XDIST = ["-n", "3", "--dist", "worksteal"]
+"""On two cores: some tests wait (for subprocesses, for time limits to pass), and a third worker
+uses what they leave idle; workers steal queued tests so that they end together."""
+
+
 @nox.session
 def tests(session: nox.Session) -> None:
     """The project's tests and the spec suite against the reference, with coverage (>= 95%);
@@ -64,10 +69,7 @@ def tests(session: nox.Session) -> None:
     browser = "tests/test_docs_browser.py"
     session.run(
         "pytest",
-        "-n",
-        "3",  # on two cores: some tests wait (for subprocesses, for time limits to pass), and a
-        "--dist",  # third worker uses what they leave idle; workers steal queued tests so that
-        "worksteal",  # they end together
+        *XDIST,
         "--cov",
         "--cov-report=term",
         "--durations=15",  # the slowest tests, so that a regression shows
@@ -77,6 +79,17 @@ def tests(session: nox.Session) -> None:
     )
     if not session.posargs:
         session.run("pytest", "--durations=5", browser)
+
+
+@nox.session
+def quick(session: nox.Session) -> None:
+    """The inner loop while changing code, about a minute on two cores: the tests not marked
+    ``slow`` (see ``pyproject.toml``: no whole-suite runs of the corpora or the libraries, none of
+    the process-outcome tests, which wait on time limits, no browser), without coverage. Not the
+    gate: ``nox -s tests`` runs everything, as CI does. Extra arguments go to pytest."""
+    install(session, "test,docs,matrix")
+    session.run("pytest", *XDIST, "-m", "not slow", "--durations=10", "tests", "spec/suite",
+                *session.posargs)
 
 
 @nox.session

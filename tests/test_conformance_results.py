@@ -82,6 +82,7 @@ def run_suite(pytester: pytest.Pytester, impl: str) -> dict[str, dict[str, objec
     return {c["id"]: c for c in report["clauses"]}
 
 
+@pytest.mark.slow
 def test_reference_conforms_to_every_clause(pytester: pytest.Pytester) -> None:
     clauses = run_suite(pytester, "reference")
     assert list(clauses) == list(CLAUSES)
@@ -91,6 +92,7 @@ def test_reference_conforms_to_every_clause(pytester: pytest.Pytester) -> None:
     assert not not_conforming
 
 
+@pytest.mark.slow
 def test_torch_nn_verdicts_are_true_of_pytorch(pytester: pytest.Pytester) -> None:
     clauses = run_suite(pytester, "torch.nn")
     assert list(clauses) == list(CLAUSES)

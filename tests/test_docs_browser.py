@@ -37,6 +37,8 @@ import pytest
 from tests import docs_data
 from tests.mutants import detection
 
+pytestmark = pytest.mark.slow  # builds the site and starts a browser
+
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = os.environ.get("ATTENTION_SPEC_CHROMIUM", "/usr/bin/chromium")
 ARGS = [

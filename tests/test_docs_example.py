@@ -58,6 +58,7 @@ def test_the_example_runs(monkeypatch: pytest.MonkeyPatch) -> None:
     assert set(adapter.not_provided) == {"beam_search", "decode_incremental"}
 
 
+@pytest.mark.slow
 def test_the_suite_gives_the_verdicts_the_guide_shows(tmp_path: Path) -> None:
     """The suite's 3.2.1, 3.2.2, 3.3 and 5 modules against the example: the guide's verdicts;
     clauses the guide does not list (added to those sections later) must conform."""

@@ -44,6 +44,7 @@ def observed(entry: dict[str, Any]) -> tuple[str, str | None]:
     return entry["verdict"], entry["variant"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("impl", pinned.LIBRARIES)
 def test_verdicts_are_the_pinned_ones(pytester: pytest.Pytester, impl: str) -> None:
     """Every clause's verdict on the library is its pin (CONFORMS where none is pinned). One

@@ -32,6 +32,7 @@ def report(tmp_path: Path, cls: type[Implementation], tests: list[str]) -> Repor
     return run_suite(tmp_path, impl(cls), tests, name=cls.name)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", VARIANTS, ids=lambda cls: cls.name)
 def test_variant_is_recognised(tmp_path: Path, variant: type[Variant]) -> None:
     clauses = report(tmp_path, variant, detection.suite_tests(variant))
@@ -42,6 +43,7 @@ def test_variant_is_recognised(tmp_path: Path, variant: type[Variant]) -> None:
     assert not problems, f"{variant.name} ({variant.bug()}): {problems}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mutant", MUTANTS, ids=lambda cls: cls.name)
 def test_mutant_is_caught(tmp_path: Path, mutant: type[Mutant]) -> None:
     full = detection.full_runs()

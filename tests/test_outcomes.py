@@ -57,6 +57,7 @@ def verdicts(report: dict[str, Any]) -> dict[str, tuple[str, str]]:
     return {c["id"]: (c["verdict"], c["reason"]) for c in report["clauses"]}
 
 
+@pytest.mark.slow
 def test_an_implementation_that_exits_is_an_error_and_the_run_goes_on(spec_run: Any) -> None:
     serial, report = spec_run("Exits", "-p", "no:xdist")
     assert serial.returncode == 1, serial.stderr[-3000:]
@@ -73,6 +74,7 @@ def test_an_implementation_that_exits_is_an_error_and_the_run_goes_on(spec_run: 
     assert not list(Path.cwd().glob(".hypothesis"))
 
 
+@pytest.mark.slow
 def test_a_keyboard_interrupt_raised_by_the_implementation_is_its_error(spec_run: Any) -> None:
     serial, report = spec_run("RaisesInterrupt", "-p", "no:xdist")
     assert serial.returncode == 1 and report is not None and report["complete"]
@@ -82,6 +84,7 @@ def test_a_keyboard_interrupt_raised_by_the_implementation_is_its_error(spec_run
     assert report2 is not None and verdicts(report2) == verdicts(report)
 
 
+@pytest.mark.slow
 def test_ctrl_c_gives_an_incomplete_report_that_says_so(spec_run: Any) -> None:
     done, report = spec_run("CtrlC", "-p", "no:xdist")
     assert done.returncode == pytest.ExitCode.INTERRUPTED
@@ -90,6 +93,7 @@ def test_ctrl_c_gives_an_incomplete_report_that_says_so(spec_run: Any) -> None:
     assert "INCOMPLETE" in done.stdout
 
 
+@pytest.mark.slow
 def test_the_default_device_is_restored(spec_run: Any) -> None:
     done, report = spec_run("DefaultDevice", "-p", "no:xdist")
     assert report is not None
@@ -98,6 +102,7 @@ def test_the_default_device_is_restored(spec_run: Any) -> None:
     assert set(others.values()) == {"CONFORMS"}, done.stdout[-3000:]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("impl", ["CancelsAlarm", "SwallowsTimeout"])
 def test_the_time_limit_cannot_be_escaped(spec_run: Any, impl: str) -> None:
     done, report = spec_run(impl, "-p", "no:xdist", "--spec-timeout", "5")
@@ -107,6 +112,7 @@ def test_the_time_limit_cannot_be_escaped(spec_run: Any, impl: str) -> None:
     assert verdicts(report)["3.2.1/mask"][0] == "CONFORMS"
 
 
+@pytest.mark.slow
 def test_a_test_that_never_returns_is_ended_by_the_supervisor(spec_run: Any) -> None:
     done, report = spec_run("NeverReturns", "-p", "no:xdist", "--spec-timeout", "5")
     assert done.returncode == 1 and report is not None and report["complete"]
@@ -115,6 +121,7 @@ def test_a_test_that_never_returns_is_ended_by_the_supervisor(spec_run: Any) -> 
     assert verdicts(report)["3.2.1/mask"][0] == "CONFORMS"
 
 
+@pytest.mark.slow
 def test_captured_output_is_capped(spec_run: Any) -> None:
     done, report = spec_run("Chatty", "-p", "no:xdist")
     assert report is not None and verdicts(report)["3.2.1/scale"][0] == "ERROR"
@@ -124,12 +131,14 @@ def test_captured_output_is_capped(spec_run: Any) -> None:
     assert len(reason) < 2_100 and reason.endswith("more characters cut]")
 
 
+@pytest.mark.slow
 def test_a_thread_left_running_does_not_keep_the_run_alive(spec_run: Any) -> None:
     done, report = spec_run("LeavesThread", "-p", "no:xdist")
     assert done.returncode == 0 and report is not None and report["complete"]
     assert "kept running after the report was written" in done.stderr
 
 
+@pytest.mark.slow
 def test_a_fork_runs_the_session_once(spec_run: Any) -> None:
     done, report = spec_run("Forks", "-p", "no:xdist")
     assert done.returncode == 0, done.stdout[-3000:]
@@ -137,6 +146,7 @@ def test_a_fork_runs_the_session_once(spec_run: Any) -> None:
     assert done.stdout.count("Summary:") == 1
 
 
+@pytest.mark.slow
 def test_markup_from_the_implementation_is_inert(spec_run: Any) -> None:
     md = Path.cwd() / "r.md"
     done, _ = spec_run("Markup", "-p", "no:xdist", "--conformance-md", str(md))

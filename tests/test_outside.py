@@ -91,6 +91,7 @@ def problems(case: Case, clauses: dict[str, dict[str, Any]]) -> list[str]:
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
 def test_verdicts(tmp_path: Path, case: Case) -> None:
     clauses = run_suite(tmp_path, case.impl, ["spec.suite"])

@@ -252,6 +252,7 @@ def test_optimizer_is_fused_where_it_can_be() -> None:
     assert T.make_optimizer([{"params": [p]}]).defaults["fused"] is None  # type: ignore[list-item]
 
 
+@pytest.mark.slow
 def test_overfits_a_tiny_copy_task() -> None:
     """Training is chaotic at this size: the thread count alone changes the trajectory (a run
     on two threads ended on a loss spike). So one thread, and a peak rate of 0.15 (the toy's
