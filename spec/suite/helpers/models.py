@@ -3,6 +3,7 @@ the implementation shares."""
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable, Mapping
 
@@ -44,6 +45,7 @@ ORDER = ("src_embedding", "tgt_embedding", "generator", "encoder", "decoder", "s
 (:func:`canonical_order`)."""
 
 
+@functools.cache  # a few hundred names, sorted anew for every model a run builds
 def canonical_order(name: str) -> tuple[tuple[int, int, str], ...]:
     """The sort key of a canonical name: part by part, layer numbers in numeric order, the
     parts of :data:`ORDER` in that order (embeddings, then the stacks; in a layer its sub-layers
