@@ -44,8 +44,8 @@ def install(session: nox.Session, extras: str = "") -> None:
     session.install("--no-compile", TORCH)
     project = f".[{extras}]" if extras else "."
     session.install("--no-compile", "-e", project)
-    requirements = hashlib.sha256(f"{TORCH} {project}".encode() + Path("pyproject.toml").read_bytes())
-    session.run_install("python", "-c", COMPILE, requirements.hexdigest(), silent=True)
+    wanted = f"{TORCH} {project}".encode() + Path("pyproject.toml").read_bytes()
+    session.run_install("python", "-c", COMPILE, hashlib.sha256(wanted).hexdigest(), silent=True)
 
 
 XDIST = ["-n", "3", "--dist", "worksteal"]
@@ -83,7 +83,7 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def quick(session: nox.Session) -> None:
-    """The inner loop while changing code, about a minute on two cores: the tests not marked
+    """The inner loop while changing code (about 80 s of tests on two cores): the tests not marked
     ``slow`` (see ``pyproject.toml``: no whole-suite runs of the corpora or the libraries, none of
     the process-outcome tests, which wait on time limits, no browser), without coverage. Not the
     gate: ``nox -s tests`` runs everything, as CI does. Extra arguments go to pytest."""
