@@ -24,28 +24,17 @@ TORCH = os.environ.get("ATTENTION_SPEC_TORCH", "torch==2.13.0")
 MUTMUT = "mutmut==3.8.1"
 
 
-COMPILE = """
-import compileall, sys, sysconfig
-from pathlib import Path
-stamp = Path(sys.prefix, ".compiled")  # what was compiled last: the requirements' hash
-if not stamp.exists() or stamp.read_text() != sys.argv[1]:
-    compileall.compile_dir(sysconfig.get_path("purelib"), quiet=2, workers=0)
-    stamp.write_text(sys.argv[1])
-"""
-"""Byte-compile the environment's packages on every core (errors ignored, as pip ignores them:
-torch ships modules for newer Pythons), once for each set of requirements."""
-
-
 def install(session: nox.Session, extras: str = "") -> None:
     """Install the pinned torch first, so that the project's range installs nothing more.
 
     pip byte-compiles what it installs in one process (about 30 s for torch and the extras of
-    ``tests`` on two cores); it is told not to, and :data:`COMPILE` does it on every core."""
+    ``tests`` on two cores); it is told not to, and ``scripts/compile_env.py`` does it on every
+    core, once for each set of requirements."""
     session.install("--no-compile", TORCH)
     project = f".[{extras}]" if extras else "."
     session.install("--no-compile", "-e", project)
     wanted = f"{TORCH} {project}".encode() + Path("pyproject.toml").read_bytes()
-    session.run_install("python", "-c", COMPILE, hashlib.sha256(wanted).hexdigest(), silent=True)
+    session.run_install("python", "scripts/compile_env.py", hashlib.sha256(wanted).hexdigest())
 
 
 XDIST = ["-n", "3", "--dist", "worksteal"]
