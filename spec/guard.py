@@ -189,20 +189,19 @@ def _check_not_reused(name: str, result: Tensor, arguments: list[tuple[str, Any]
     where = _storage(result)
     if where is None or result.device.type == "meta" or result.layout != torch.strided:
         return
+    inputs: set[int | None] | None = None  # the arguments' storages, gathered when needed
     for ref, pointer, fingerprint in returned:
         earlier = ref()
-        if (earlier is not None and pointer == where and where not in _storages(arguments)
-                and _fingerprint(earlier) != fingerprint):
+        if earlier is None or pointer != where:
+            continue
+        if inputs is None:
+            inputs = {_storage(t) for label, value in arguments for _, t in _tensors(label, value)}
+        if where not in inputs and _fingerprint(earlier) != fingerprint:
             raise ImplementationError(
                 f"adapter.{name} returned the memory of an earlier result again, overwriting "
                 "it (an output buffer reused across calls): return a new tensor each call")
     returned[:] = [r for r in returned if r[0]() is not None][-7:]
     returned.append((weakref.ref(result), where, _fingerprint(result)))
-
-
-def _storages(arguments: list[tuple[str, Any]]) -> set[int | None]:
-    """The storages of the tensor arguments."""
-    return {_storage(t) for label, value in arguments for _, t in _tensors(label, value)}
 
 
 def _fingerprint(t: Tensor) -> complex:
