@@ -101,5 +101,10 @@ def test_torch_nn_verdicts_are_true_of_pytorch(pytester: pytest.Pytester) -> Non
     assert observed == expected
     for cid, c in clauses.items():  # every verdict other than CONFORMS says why
         assert c["verdict"] == "CONFORMS" or c["reason"], cid
+    final_norm = str(clauses["3.1/no-final-norm"]["reason"])  # both of nn.Transformer's norms
+    assert "(encoder.norm) follows the encoder" in final_norm, final_norm
+    assert "(decoder.norm) follows the decoder" in final_norm, final_norm
+    dropout = str(clauses["5.4/dropout-elsewhere"]["reason"])  # where its number comes from
+    assert "of one of the 7 equal attention weights of a query" in dropout, dropout
     reasons = spec.adapters.torch_nn.TorchNNAdapter.not_provided
     assert reasons["embed_source"] in str(clauses["3.4/scale"]["reason"])

@@ -139,6 +139,7 @@ def test_no_final_norm(clause: Check, env: Env, rng: torch.Generator) -> None:
     (and must then be exactly a LayerNorm of the last layer's output); one the adapter hides
     deviates. Judged on one-position sequences, like 3.1/residual-norm."""
     model, params = H.build_stacks(clause, env, rng)
+    normed = []  # the stacks followed by an exposed LayerNorm
     for stack in _stacks(clause):
         actual, run = H.probe(clause, env, rng, model, params, SMALL, stack)
         exposed = f"{stack}.norm.gamma" in params
@@ -154,7 +155,10 @@ def test_no_final_norm(clause: Check, env: Env, rng: torch.Generator) -> None:
         H.judge(clause, actual, expected(), what, env.tol,
                 functools.partial(H.stack_bugs, expected, reading or H.PAPER, stack))
         if exposed:
-            clause.variant("final-norm", f"a LayerNorm ({stack}.norm) follows the {stack} stack")
+            normed.append(stack)
+    if normed:
+        clause.variant("final-norm", " and ".join(f"a LayerNorm ({stack}.norm) follows the "
+                                                  f"{stack} stack" for stack in normed))
 
 
 @pytest.mark.clause("3.1/width")

@@ -274,8 +274,10 @@ def test_dropout_elsewhere(clause: Check, env: Env, rng: torch.Generator) -> Non
              else dropout.lattice(kept.abs().amax(-1), dropout.PROBE[1], delta))
         if u is not None:
             clause.variant("attention-dropout", "in training mode the attention output is "
-                           "rescaled at random although its values are all equal, by multiples "
-                           f"of {u:.3g}: the attention weights are dropped")
+                           "rescaled at random although its values are all equal, by whole "
+                           f"multiples of {u:.3g}, the share of one of the {dropout.PROBE[1]} "
+                           "equal attention weights of a query once dropout has scaled it: the "
+                           "attention weights are dropped")
             continue
         clause.deviates(f"in training mode the {site} sub-layer's output is rescaled in a way "
                         "that neither dropout on its output nor a named variant (attention-"
