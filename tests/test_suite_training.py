@@ -206,6 +206,34 @@ def test_dropout_verdicts(pytester: pytest.Pytester, cls: type, select: str,
     assert all(c["variant"] is None for c in clauses.values() if c["verdict"] == "DEVIATES")
 
 
+class ScheduledFromZero(kit.Implementation):
+    """The paper's Adam, returned with PyTorch's LambdaLR attached, whose rate at step 0 is 0:
+    the optimizer states a learning rate of 0."""
+
+    betas = (0.9, 0.98)
+
+    def optimizer(self, params: Any) -> torch.optim.Optimizer:
+        adam = torch.optim.Adam(params, lr=1.0, betas=self.betas, eps=1e-9)
+        torch.optim.lr_scheduler.LambdaLR(adam, lambda step: step * 4000**-1.5)
+        return adam
+
+
+class ScheduledFromZeroBeta2(ScheduledFromZero):
+    """The same, with PyTorch's default beta2 (0.999)."""
+
+    betas = (0.9, 0.999)
+
+
+def test_adam_is_judged_at_a_rate_that_moves(pytester: pytest.Pytester) -> None:
+    """An optimizer whose stated rate is 0 would move nothing, and any betas would pass: it
+    is judged at rate 1, which the report notes, and a wrong beta2 is caught."""
+    adam = run(pytester, ScheduledFromZero, "test_adam")["5.3/adam"]
+    assert said(adam) == "CONFORMS"
+    assert "learning rate is 0" in adam["reason"] and "judged at rate 1" in adam["reason"]
+    adam = run(pytester, ScheduledFromZeroBeta2, "test_adam")["5.3/adam"]
+    assert said(adam) == "DEVIATES (adam-beta2-0.999)"
+
+
 def test_a_probe_premise_that_fails_is_named(pytester: pytest.Pytester) -> None:
     """Dropout that stays on in evaluation mode leaves the dropout probes without their
     reference: 5.4/dropout-elsewhere is NOT PROVIDED, naming 5.4/eval-deterministic, and

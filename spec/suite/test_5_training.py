@@ -44,7 +44,9 @@ def test_adam(clause: Check, rng: torch.Generator) -> None:
 
     Told by behaviour, in float64: 12 updates with gradients that grow over time (so beta2
     matters) and whose entries span 1e-10 to 1 (so eps matters), compared with Adam computed
-    literally, at the learning rate the optimizer's first parameter group states.
+    literally, at the learning rate the optimizer's first parameter group states. A rate that
+    is not positive (a scheduler attached to the optimizer may have set it to 0 for step 0) is
+    replaced by 1 in every group: at rate 0 no update moves, and any betas and eps would pass.
     """
     x0 = torch.randn(64, generator=rng, dtype=torch.float64)
     scales = 10.0 ** torch.linspace(-10, 0, 64, dtype=torch.float64)
@@ -55,6 +57,12 @@ def test_adam(clause: Check, rng: torch.Generator) -> None:
     groups = getattr(optimizer, "param_groups", None)
     clause.expect(bool(groups), "the optimizer has no param_groups to read its learning rate")
     lr = float(optimizer.param_groups[0]["lr"])
+    if not lr > 0:  # also NaN
+        clause.note(f"the optimizer's learning rate is {lr:g}, at which no update would show "
+                    "Adam's betas and eps: judged at rate 1, set in every parameter group")
+        lr = 1.0
+        for group in optimizer.param_groups:
+            group["lr"] = lr
     for g in grads:
         optimizer.zero_grad()
         param.grad = g.clone()
