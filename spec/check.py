@@ -60,8 +60,9 @@ class Check:
         self.adapter = adapter
         self.reproduce = reproduce
         self.variants: list[tuple[str, str]] = []
-        self.unchecked: list[str] = []
         self.parts_checked = 0
+        self._checked: set[str] = set()  # the parts checked at least once
+        self._refused: dict[tuple[str, str], None] = {}  # (part, why) in the order met
         self.notes: list[str] = []
 
     def parts_done(self) -> None:
@@ -84,11 +85,17 @@ class Check:
         try:
             yield
         except NotProvided as exc:
-            note = f"{what} ({exc})"
-            if note not in self.unchecked:
-                self.unchecked.append(note)
+            self._refused[what, str(exc)] = None
         else:
             self.parts_checked += 1
+            self._checked.add(what)
+
+    @property
+    def unchecked(self) -> list[str]:
+        """What the parts could not check, and why. A part run on many inputs (a property
+        test's examples) may have been checked on some of them: the note says so."""
+        return [f"{what} where the adapter refused the input ({why})" if what in self._checked
+                else f"{what} ({why})" for what, why in self._refused]
 
     def require(self, name: str) -> Callable[..., Any]:
         """The adapter's capability ``name``, guarded (:func:`spec.guard.guarded`); NOT PROVIDED

@@ -218,8 +218,8 @@ class ConformancePlugin:
     ) -> Outcome | None:
         excinfo = call.excinfo
         test = item.nodeid
-        if excinfo is not None and excinfo.errisinstance(NotProvided):
-            message = str(excinfo.value)
+        if excinfo is not None and all(isinstance(e, NotProvided) for e in leaves(excinfo.value)):
+            message = str(leaves(excinfo.value)[0])
             rep.outcome = "skipped"
             path, line, _ = item.location
             rep.longrepr = (str(path), (line or 0) + 1, f"NOT PROVIDED: {message}")
@@ -242,8 +242,8 @@ class ConformancePlugin:
         timed_out = timeout_in(excinfo.value)
         if timed_out is not None:  # hypothesis may raise another error while handling it
             return Outcome(cid, Verdict.ERROR, str(timed_out), test=test)
-        if isinstance(excinfo.value, Deviation):
-            dev = excinfo.value
+        dev = deviation_in(excinfo.value)
+        if dev is not None:
             return Outcome(cid, Verdict.DEVIATES, dev.summary, diagnosis=dev.diagnosis, test=test,
                            criterion=dev.criterion)
         if isinstance(excinfo.value, AssertionError):
@@ -345,6 +345,26 @@ class ConformancePlugin:
         for path in (json_path, md_path):
             if path:
                 terminalreporter.write_line(f"conformance report written to {path}")
+
+
+def leaves(exc: BaseException) -> list[BaseException]:
+    """``exc``, or the exceptions of an exception group (hypothesis raises one when examples
+    fail in distinct ways), nested groups opened."""
+    group = getattr(exc, "exceptions", None)
+    if not isinstance(group, (list, tuple)):
+        return [exc]
+    return [leaf for member in group for leaf in leaves(member)]
+
+
+def deviation_in(exc: BaseException) -> Deviation | None:
+    """The deviation ``exc`` reports: itself, or the first of an exception group made only of
+    deviations and of inputs the adapter refused (``NotProvided``), so that a refused input
+    never hides a deviation found on another. A group holding anything else is an ERROR, as
+    that exception alone would be."""
+    found = leaves(exc)
+    if all(isinstance(e, (Deviation, NotProvided)) for e in found):
+        return next((e for e in found if isinstance(e, Deviation)), None)
+    return None
 
 
 def reproduce(item: pytest.Item, impl: str | None) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import importlib
 import inspect
 import json
@@ -23,6 +24,7 @@ ATTENTION = "spec.suite.test_3_2_1_attention"
 BROKEN = """
 import math
 import torch
+from spec.adapter import NotProvided
 from spec.adapters.reference import ReferenceAdapter
 
 class NoScale(ReferenceAdapter):
@@ -38,10 +40,30 @@ class Raises(ReferenceAdapter):
     def attention(self, q, k, v, mask):
         raise RuntimeError("kaboom")
 
+class LengthMasks(ReferenceAdapter):
+    # masks by key lengths only, as tutorials' valid_lens do: refuses a mask with holes
+    name = "length-masks"
+    leak = 0
+
+    def attention(self, q, k, v, mask):
+        if mask is not None:
+            counts = mask.sum(-1, keepdim=True)
+            if not torch.equal(torch.arange(mask.shape[-1]) < counts, mask):
+                raise NotProvided("attention", "masks by key lengths only")
+            mask = torch.arange(mask.shape[-1]) < counts + self.leak
+        return super().attention(q, k, v, mask)
+
+class LeakyLengthMasks(LengthMasks):
+    # sees one key past the length
+    name = "leaky-length-masks"
+    leak = 1
+
 class Missing:
     name = "missing"
 
 no_scale = NoScale()
+length_masks = LengthMasks()
+leaky_length_masks = LeakyLengthMasks()
 raises = Raises()
 missing = Missing()
 not_an_adapter = object()
@@ -116,6 +138,38 @@ def test_an_exception_is_an_error(run) -> None:
     assert result.ret == 1
     clause = next(c for c in report["clauses"] if c["id"] == "3.2.1/eq1")
     assert clause["verdict"] == "ERROR" and "kaboom" in clause["reason"]
+
+
+def test_refused_inputs_leave_the_others_judged(run) -> None:
+    """An adapter that refuses some masks (``NotProvided``) is judged on the others: it
+    conforms, and the report says what was left out; one that also mishandles the masks it
+    takes deviates, never an ERROR or NOT PROVIDED for the inputs it refused."""
+    _, report = run("--impl", "broken:length_masks", "-k", "test_mask")
+    mask = next(c for c in report["clauses"] if c["id"] == "3.2.1/mask")
+    assert mask["verdict"] == "CONFORMS", mask
+    assert ("not checked: masked attention where the adapter refused the input "
+            "(`attention`: masks by key lengths only)") in mask["reason"]
+    _, report = run("--impl", "broken:leaky_length_masks", "-k", "test_mask")
+    mask = next(c for c in report["clauses"] if c["id"] == "3.2.1/mask")
+    assert mask["verdict"] == "DEVIATES", mask
+
+
+def test_a_group_of_failures_is_judged_by_its_members() -> None:
+    """Hypothesis groups the distinct failures of a property test: deviations and refused
+    inputs give the first deviation; refused inputs alone, NOT PROVIDED; anything else, the
+    ERROR it would be alone."""
+    from spec.plugin import deviation_in, leaves
+    from spec.verdicts import Deviation
+
+    group = getattr(builtins, "ExceptionGroup", None)
+    if group is None:  # Python 3.10: hypothesis's backport
+        group = importlib.import_module("exceptiongroup").ExceptionGroup
+    refused, deviation = NotProvided("attention", "wide"), Deviation("m", "summary", None, None)
+    assert deviation_in(group("two", [refused, group("one", [deviation])])) is deviation
+    assert deviation_in(deviation) is deviation
+    assert deviation_in(group("two", [deviation, RuntimeError("kaboom")])) is None
+    assert deviation_in(group("one", [refused])) is None
+    assert leaves(group("two", [refused, group("one", [deviation])])) == [refused, deviation]
 
 
 def test_expected_deviations_keep_ci_green(run, pytester: pytest.Pytester) -> None:
