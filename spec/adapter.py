@@ -17,6 +17,9 @@ Conventions at the boundary
 * Masks are boolean, ``True`` = may attend / is a real token. An attention mask broadcasts to
   ``[batch, L_q, L_k]``; a padding mask is ``[batch, L]``.
 * Token ids are ``torch.long``.
+* Models are built from a [`Config`][spec.adapter.Config]: the vocabulary sizes, ``d_model``,
+  ``h``, ``d_ff``, ``n_layers`` (N), ``dropout`` (P_drop), ``max_len`` and the ids of the
+  padding, start and end symbols.
 * Modules are ``torch.nn.Module``; the suite moves them to its device and dtype with ``.to()``
   and switches them with ``.train()`` / ``.eval()``.
 * Weight layouts are the paper's, applied as ``x @ W`` (rows are input features).
@@ -119,17 +122,29 @@ class Config:
     """
 
     src_vocab: int = 13
+    """Source vocabulary size."""
     tgt_vocab: int = 13
+    """Target vocabulary size (`V`)."""
     d_model: int = 16
+    """The model width, d_model."""
     h: int = 4
+    """The number of attention heads."""
     d_ff: int = 32
+    """The inner width of the feed-forward network (3.3)."""
     n_layers: int = 2
+    """`N`, the number of layers in each stack (3.1)."""
     dropout: float = 0.0
+    """`P_drop` (5.4)."""
     max_len: int = 64
+    """The longest sequence the model must handle (the size of a positional table)."""
     pad_id: int = 0
+    """The padding token id: padded positions are hidden and add nothing to the loss."""
     bos_id: int = 1
+    """The start symbol, first in the decoder input."""
     eos_id: int = 2
+    """The end symbol that ends a decoded sequence."""
     shared_vocab: bool = True
+    """Source and target share one vocabulary."""
 
     @property
     def d_k(self) -> int:
@@ -379,6 +394,9 @@ _METHODS = (
         "tensor `[B, T, d_model]`",
         "What `decode` computes, one position at a time: each step is fed only the newest "
         "position's embedding `y[:, t : t + 1]` and the implementation's cache.",
+        ("For an implementation with a cache of keys and values (or of states). One that "
+         "decodes by running the whole prefix again at every step has nothing to check here "
+         "and leaves this and `incremental_logits` out.",),
     ),
     Method(
         "incremental_logits", _DECODING, (_MODEL_ARG, _SRC, _SRC_MASK, _TGT_IN),
@@ -414,6 +432,7 @@ _METHODS = (
         "float",
         "The length penalty of Wu et al. (2016) that beam search divides log-probabilities "
         "by: `((5 + |Y|) / 6)^alpha`.",
+        ("Checked with `beam_search` only: without one it is never called.",),
     ),
     Method(
         "loss", _TRAINING,
@@ -435,7 +454,11 @@ _METHODS = (
         "The learning rate as a function of the step `>= 1`, Eq. 3: "
         "`d_model^-0.5 * min(step^-0.5, step * warmup^-1.5)`.",
         ("At step 0, where Eq. 3 is undefined, it may raise `ArithmeticError` or `ValueError`; "
-         "a value there is the variant `step-zero`.",),
+         "a value there is the variant `step-zero`.",
+         "Steps count from 1, as in the paper. A function written for PyTorch's `LambdaLR`, "
+         "which calls it with the number of steps taken so far (from 0), is usually Eq. 3 at "
+         "`step + 1`: return `lambda step: f(step - 1)`, else the clause reports "
+         "`schedule-off-by-one`."),
     ),
     Method(
         "optimizer", _TRAINING,
@@ -443,8 +466,10 @@ _METHODS = (
         "`torch.optim.Optimizer`",
         "The training optimizer of 5.3: Adam with `beta1 = 0.9`, `beta2 = 0.98`, "
         "`eps = 1e-9`.",
-        ("The suite reads the learning rate of `param_groups[0]`, sets `.grad` and calls "
-         "`.step()`.",),
+        ("Any learning rate will do, and no scheduler: 5.3/adam reads the rate of "
+         "`param_groups[0]`, sets `.grad`, calls `.step()` and compares the update with Adam's "
+         "at that rate; practice/trainable sets the rate of every group itself. The schedule "
+         "is `lr_schedule`'s.",),
     ),
     Method(
         "save", _CHECKPOINTS,
