@@ -213,6 +213,8 @@ def test_a_float32_table_is_judged_at_float32_tolerance(pytester: pytest.Pyteste
         "3.5/formula": ("CONFORMS", None), "3.5/added": ("CONFORMS", None)}
     assert ("the positional table is float32: its part of the sum is judged at the float32 "
             "tolerance") in report["3.5/added"]["reason"]
+    assert ("the table comes in float32: judged at that dtype's tolerance"
+            in report["3.5/formula"]["reason"])
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
