@@ -16,6 +16,10 @@ Conventions at the boundary
 * Tensors are batch-first: ``[batch, length, features]``.
 * Masks are boolean, ``True`` = may attend / is a real token. An attention mask broadcasts to
   ``[batch, L_q, L_k]``; a padding mask is ``[batch, L]``.
+* Padding is at the end: a padding mask is ``True`` on a prefix of each row, and padded token
+  ids (in sources, targets and decoder inputs) are ``pad_id``. The masks given to
+  ``attention`` and ``multi_head_forward`` may hide any pattern of keys: an implementation that
+  masks by key lengths raises [`NotProvided`][spec.adapter.NotProvided] for the others.
 * Token ids are ``torch.long``.
 * Models are built from a [`Config`][spec.adapter.Config]: the vocabulary sizes, ``d_model``,
   ``h``, ``d_ff``, ``n_layers`` (N), ``dropout`` (P_drop), ``max_len`` and the ids of the
@@ -244,7 +248,10 @@ _METHODS = (
         "projection.",
         ("A masked connection gets weight exactly 0, as if its score were -infinity: the keys and "
          "values behind the mask must not change the output.",
-         "The suite's masks leave every query at least one key it may attend to."),
+         "The suite's masks leave every query at least one key it may attend to.",
+         "An implementation without an attention function of its own (one that calls "
+         "`torch.nn.MultiheadAttention`, say) leaves it out, or returns the library's, which is "
+         "then what 3.2.1 judges."),
     ),
     Method(
         "attention_weights", _ATTENTION, _QKV, "tensor `[B, L_q, L_k]`",
@@ -310,7 +317,8 @@ _METHODS = (
         "`P_drop` = `dropout`).",
         ("The suite moves the model to its device and dtype with `.to()` and switches "
          "`.train()` / `.eval()` itself.",
-         "A configuration the implementation does not support (`dropout=1.0`, say) raises from "
+         "A configuration the implementation does not support (`dropout=1.0`, say) raises "
+         "any exception from "
          "`model(config)`: while the default `Config()` builds, the clause reports the refused "
          "setting as NOT PROVIDED, never a deviation."),
     ),
@@ -467,9 +475,10 @@ _METHODS = (
         "The training optimizer of 5.3: Adam with `beta1 = 0.9`, `beta2 = 0.98`, "
         "`eps = 1e-9`.",
         ("Any learning rate will do, and no scheduler: 5.3/adam reads the rate of "
-         "`param_groups[0]`, sets `.grad`, calls `.step()` and compares the update with Adam's "
-         "at that rate; practice/trainable sets the rate of every group itself. The schedule "
-         "is `lr_schedule`'s.",),
+         "`param_groups[0]` (a rate of 0, which a scheduler may set for step 0, is replaced "
+         "by 1), sets `.grad`, calls `.step()` and compares the update with Adam's at that "
+         "rate; practice/trainable sets the rate of every group itself. The schedule is "
+         "`lr_schedule`'s.",),
     ),
     Method(
         "save", _CHECKPOINTS,
