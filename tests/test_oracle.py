@@ -783,6 +783,48 @@ def test_beam_ended_hypotheses_keep_their_place() -> None:
     assert oracle.beam_search(step, BOS, EOS, 10, beam_size=2, fixed_width=True) == [A, EOS]
 
 
+def test_a_pool_keeps_the_beam_full() -> None:
+    # The table above, in a pool search of beam 2: [eos] goes to the pool at step 1 and takes
+    # no place of the beam, so step 2 keeps [a, b] live and sets [a, eos] (-0.64 normalised)
+    # aside, which beats [eos] (-1.0). Count: the pool is full, stop. Bound: [a, b] (-0.5, at
+    # most -0.29 at lp(10)) could still win, go on; [a, b, eos] (-1.68) does not enter the
+    # pool's best two, and no live one can beat them: stop.
+    table = {
+        (BOS,): {A: -0.3, EOS: -1.0},
+        (BOS, A): {B: -0.2, EOS: -0.4},
+        (BOS, A, B): {EOS: -1.5},
+    }
+    step = table_model(table, {EOS: -0.1})
+    for stop in ("count", "bound"):
+        assert oracle.pool_search(step, BOS, EOS, 10, beam_size=2, stop=stop) == [A, EOS]
+        assert oracle.beam_search(step, BOS, EOS, 10, beam_size=2, pool=stop) == [A, EOS]
+
+
+def test_a_pool_search_stops_by_count_or_by_bound() -> None:
+    # Beam 2. Step 1: [eos] (-1.0) to the pool, [a] (-0.1) live. Step 2: [a, b] (-0.2) live,
+    # [a, eos] (-2.1, -1.91 normalised) to the pool. Count: two have ended, stop: [eos] wins.
+    # Bound: [a, b] could reach -0.2 / lp(10) = -0.12 > -1.91, go on; step 3: [a, b, eos]
+    # (-0.25, -0.21 normalised) replaces [a, eos] in the pool and wins, as in the paper's
+    # reading (the beam shrinks to [a, b] after step 1, and stops at the second end).
+    table = {
+        (BOS,): {EOS: -1.0, A: -0.1},
+        (BOS, A): {EOS: -2.0, B: -0.1},
+        (BOS, A, B): {EOS: -0.05},
+    }
+    step = table_model(table, {EOS: -0.1})
+    assert oracle.pool_search(step, BOS, EOS, 10, beam_size=2, stop="count") == [EOS]
+    assert oracle.pool_search(step, BOS, EOS, 10, beam_size=2, stop="bound") == [A, B, EOS]
+    assert oracle.beam_search(step, BOS, EOS, 10, beam_size=2) == [A, B, EOS]
+
+
+def test_a_pool_search_that_ends_nothing_returns_the_best_live() -> None:
+    step = table_model({}, {A: -0.1, EOS: -40.0})
+    for stop in ("count", "bound"):
+        assert oracle.pool_search(step, BOS, EOS, 3, beam_size=1, stop=stop) == [A, A, A]
+    with pytest.raises(ValueError, match="stop must be"):
+        oracle.pool_search(step, BOS, EOS, 3, stop="never")
+
+
 def test_beam_search_max_len_returns_unended() -> None:
     step = table_model({}, {A: -0.1, EOS: -4.0})
     assert oracle.beam_search(step, BOS, EOS, 3) == [A, A, A]

@@ -61,7 +61,7 @@ from .section_3_3_ffn import Activation, feed_forward
 from .section_3_4_embeddings import embed, project
 from .section_3_5_positional import positional_encoding
 from .section_5_training import Spread, label_smoothed_loss, noam_lr, smoothed_targets
-from .section_6_1_table3 import beam_search, length_penalty, param_count
+from .section_6_1_table3 import beam_search, length_penalty, param_count, pool_search
 
 __all__ = [
     "MULTI_HEAD_BUGS",
@@ -88,6 +88,7 @@ __all__ = [
     "noam_lr",
     "padding_mask",
     "param_count",
+    "pool_search",
     "positional_encoding",
     "project",
     "residual",

@@ -14,6 +14,7 @@ __all__ = [
     "beam_search",
     "length_penalty",
     "param_count",
+    "pool_search",
 ]
 
 
@@ -31,6 +32,7 @@ def beam_search(
     alpha: float = 0.6,
     *,
     fixed_width: bool = False,
+    pool: str | None = None,
 ) -> list[int]:
     """Beam search with length penalty (6.1/beam-search), written for reading, not speed.
 
@@ -62,7 +64,12 @@ def beam_search(
     Bug knob (for diagnosis): ``fixed_width=True`` keeps ``beam_size`` candidates at every
     step however many hypotheses have ended, so the search goes on until one step's kept
     candidates all end (in practice, nearly always to ``max_len``).
+
+    Readings (variant ``finished-pool``, :func:`pool_search`): ``pool="count"`` or
+    ``pool="bound"``.
     """
+    if pool is not None:
+        return pool_search(step_log_probs, bos, eos, max_len, beam_size, alpha, stop=pool)
     live: list[tuple[list[int], float]] = [([bos], 0.0)]
     ended: list[tuple[list[int], float]] = []  # (tokens without bos, normalised score)
     for _ in range(max_len):
@@ -88,6 +95,77 @@ def beam_search(
             break
     for seq, score in live:
         ended.append((seq[1:], score / length_penalty(len(seq) - 1, alpha)))
+    return _best(ended)
+
+
+def pool_search(
+    step_log_probs: Callable[[list[list[int]]], Tensor],
+    bos: int,
+    eos: int,
+    max_len: int,
+    beam_size: int = 4,
+    alpha: float = 0.6,
+    *,
+    stop: str = "count",
+) -> list[int]:
+    """Beam search that keeps ``beam_size`` live hypotheses at every step while the ended
+    ones wait in a pool of their own: the other reading of 6.1/beam-search (variant
+    ``finished-pool``), that of tensor2tensor (the paper's code), fairseq and Hugging Face.
+
+    At each step the candidates are ranked as in :func:`beam_search` and the best
+    ``2 * beam_size`` are read in order: one ending in ``eos`` joins the pool with the score
+    ``log P(Y) / lp(|Y|)``, the others are the next live prefixes until ``beam_size`` are
+    found. What ends the search is ``stop``:
+
+    * ``"count"`` (Hugging Face's with ``early_stopping=True``; fairseq's, which forces ``eos``
+      at the limit instead): an ended candidate joins the pool only if it ranks among the best
+      ``beam_size``; the search stops once the pool holds ``beam_size`` hypotheses, or after
+      ``max_len`` steps, when the live prefixes join the pool unended. The result is the
+      pool's best (the earliest on ties).
+    * ``"bound"`` (tensor2tensor): every ended candidate of the ``2 * beam_size`` joins the
+      pool, which keeps its best ``beam_size`` (the earlier on ties); the search stops when the
+      pool is full and the best live prefix, normalised by the length penalty of ``max_len``
+      tokens (the most it could still gain), scores below the pool's worst, or after
+      ``max_len`` steps. The result is the pool's best, or the best live prefix if the pool is
+      empty.
+    """
+    if stop not in ("count", "bound"):
+        raise ValueError(f"stop must be 'count' or 'bound', got {stop!r}")
+    live: list[tuple[list[int], float]] = [([bos], 0.0)]
+    ended: list[tuple[list[int], float]] = []  # (tokens without bos, normalised score)
+    for _ in range(max_len):
+        log_probs = _f64(step_log_probs([prefix for prefix, _ in live]))
+        candidates = [(score + lp, i, token) for i, ((_, score), row)
+                      in enumerate(zip(live, log_probs.tolist(), strict=True))
+                      for token, lp in enumerate(row)]
+        candidates.sort(key=lambda c: -c[0])  # stable: ties keep prefix, then token order
+        next_live: list[tuple[list[int], float]] = []
+        for rank, (score, i, token) in enumerate(candidates[: 2 * beam_size]):
+            seq = [*live[i][0], token]
+            if token != eos:
+                if len(next_live) < beam_size:
+                    next_live.append((seq, score))
+            elif stop == "bound" or rank < beam_size:
+                ended.append((seq[1:], score / length_penalty(len(seq) - 1, alpha)))
+        if stop == "bound":
+            ended = sorted(ended, key=lambda e: -e[1])[:beam_size]  # stable
+        live = next_live
+        if stop == "count" and len(ended) >= beam_size:
+            break
+        if (stop == "bound" and len(ended) == beam_size
+                and live[0][1] / length_penalty(max_len, alpha) < ended[-1][1]):
+            break
+    else:
+        if stop == "count":
+            ended += [(seq[1:], score / length_penalty(len(seq) - 1, alpha))
+                      for seq, score in live]
+    if not ended:
+        return live[0][0][1:]
+    return _best(ended)
+
+
+def _best(ended: list[tuple[list[int], float]]) -> list[int]:
+    """The tokens of the best-scoring hypothesis, the earliest on ties."""
     best_tokens, best_score = ended[0]
     for tokens, score in ended[1:]:
         if score > best_score:
