@@ -501,6 +501,12 @@ _ALL: tuple[Clause, ...] = (
         "have ended.",
         r"lp(Y) = \frac{(5 + |Y|)^\alpha}{(5 + 1)^\alpha},\quad "
         r"s(Y) = \frac{\log P(Y \mid X)}{lp(Y)}",
+        variants=(
+            Variant("finished-pool", "The beam keeps beam_size live hypotheses while ended ones "
+                    "wait in a pool of their own, as tensor2tensor (the paper's code), fairseq "
+                    "and Hugging Face do; it stops when beam_size have ended, or when no live "
+                    "one can beat them."),
+        ),
         depends_on=("3.4/output-softmax",),
     ),
     _c(

@@ -86,6 +86,7 @@ EXPECTED_VARIANTS = {
         "mean-over-all-positions",
         "mean-over-sentences",
     },
+    "6.1/beam-search": {"finished-pool"},
 }
 
 ID = re.compile(r"^(?P<section>\d+(\.\d+)*|table3|practice)/[a-z0-9]+(-[a-z0-9]+)*$")

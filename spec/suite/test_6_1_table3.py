@@ -124,6 +124,12 @@ def test_beam_search(clause: Check) -> None:
     every result). Then a model whose eos logit is pushed down by 1000 must run to exactly
     len(src) + 50 tokens. Also lp(Y) = ((5 + |Y|) / 6)^alpha if the adapter exposes
     ``length_penalty``. In float64 on the CPU, so that rounding cannot flip a decision.
+
+    A search that keeps 4 live hypotheses while ended ones wait in a pool of their own (the
+    paper's own code, tensor2tensor, and fairseq and Hugging Face) is the other reading of
+    "beam size 4, terminate early when possible": variant ``finished-pool``, when one of
+    :func:`oracle.pool_search`'s stopping rules gives every case's result. No named bug gives
+    the results of either rule on these cases.
     """
     beam_search = clause.require("beam_search")
     torch.set_num_threads(1)  # some 600 tiny forward passes: one thread is fastest, and immune
@@ -159,8 +165,13 @@ def test_beam_search(clause: Check) -> None:
                    "them, and no bug can be named)")
         clause.note("not checked: hypotheses ending at chosen lengths, and a search with eos "
                     "ruled out (the model has no LayerNorm or generator bias to move eos with)")
-    for run in runs:
-        expected = _search(run.step, run.length)
+    results = [_search(run.step, run.length) for run in runs]
+    differs = any(run.actual != expected for run, expected in zip(runs, results, strict=True))
+    pool = _pool_reading(runs) if differs else None
+    if pool is not None:
+        clause.variant("finished-pool", POOLS[pool])
+        results = [_search(run.step, run.length, pool=pool) for run in runs]
+    for run, expected in zip(runs, results, strict=True):
         full = len(run.actual) == run.length + 50 and SMALL.eos_id not in run.actual
         if "-1e+03" in run.what and not full and len(expected) == run.length + 50:
             clause.deviates(f"with eos ruled out the output has {len(run.actual)} tokens, not "
@@ -193,11 +204,27 @@ class Run:
 
 
 def _search(step: Step, length: int, beam_size: float = 4, alpha: float = 0.6,
-            max_len: float | None = None, fixed_width: bool = False) -> list[int]:
+            max_len: float | None = None, fixed_width: bool = False,
+            pool: str | None = None) -> list[int]:
     """oracle.beam_search for a source of ``length`` tokens, the paper's settings by default."""
     limit = length + 50 if max_len is None else int(max_len)
     return oracle.beam_search(step, SMALL.bos_id, SMALL.eos_id, limit, int(beam_size), alpha,
-                              fixed_width=fixed_width)
+                              fixed_width=fixed_width, pool=pool)
+
+
+POOLS = {
+    "count": "the beam keeps 4 live hypotheses while ended ones wait in a pool of their own, "
+             "and stops when 4 have ended (Hugging Face's early_stopping=True, fairseq)",
+    "bound": "the beam keeps 4 live hypotheses while the best 4 ended ones wait in a pool of "
+             "their own, and stops when no live one can beat them (tensor2tensor)",
+}
+"""The readings of oracle.pool_search (variant finished-pool), and how the report names them."""
+
+
+def _pool_reading(runs: list[Run]) -> str | None:
+    """The finished-pool reading that gives every case's result, if one does."""
+    return next((stop for stop in POOLS
+                 if all(_search(r.step, r.length, pool=stop) == r.actual for r in runs)), None)
 
 
 def _beam_diagnosis(runs: list[Run]) -> str | None:

@@ -31,9 +31,9 @@ BEAM_SEARCH: Pin = (
     "DEVIATES", None,
     f"{GENERATION}, GenerationMixin._update_finished_beams: topk_log_probs / ((cur_len + 1 - "
     "decoder_prompt_len) ** length_penalty), log P / |Y|^alpha instead of Wu et al.'s "
-    "log P / ((5 + |Y|) / 6)^alpha; and _get_running_beams_for_next_iteration keeps "
-    "num_beams running beams while ended ones wait in their own pool (no named bug models "
-    "both, so no diagnosis)")
+    "log P / ((5 + |Y|) / 6)^alpha (no named bug models it together with the pool of ended "
+    "beams that _get_running_beams_for_next_iteration keeps apart from num_beams running "
+    "ones, itself the variant finished-pool, so no diagnosis)")
 """6.1/beam-search where the suite can run it (Marian, BART: FSMT cannot decode in float64)."""
 
 
