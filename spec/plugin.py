@@ -218,8 +218,9 @@ class ConformancePlugin:
     ) -> Outcome | None:
         excinfo = call.excinfo
         test = item.nodeid
-        if excinfo is not None and all(isinstance(e, NotProvided) for e in leaves(excinfo.value)):
-            message = str(leaves(excinfo.value)[0])
+        raised = leaves(excinfo.value) if excinfo is not None else []
+        if raised and all(isinstance(e, NotProvided) for e in raised):
+            message = str(raised[0])
             rep.outcome = "skipped"
             path, line, _ = item.location
             rep.longrepr = (str(path), (line or 0) + 1, f"NOT PROVIDED: {message}")

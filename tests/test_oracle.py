@@ -797,7 +797,6 @@ def test_a_pool_keeps_the_beam_full() -> None:
     step = table_model(table, {EOS: -0.1})
     for stop in ("count", "bound"):
         assert oracle.pool_search(step, BOS, EOS, 10, beam_size=2, stop=stop) == [A, EOS]
-        assert oracle.beam_search(step, BOS, EOS, 10, beam_size=2, pool=stop) == [A, EOS]
 
 
 def test_a_pool_search_stops_by_count_or_by_bound() -> None:

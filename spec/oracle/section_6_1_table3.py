@@ -32,7 +32,6 @@ def beam_search(
     alpha: float = 0.6,
     *,
     fixed_width: bool = False,
-    pool: str | None = None,
 ) -> list[int]:
     """Beam search with length penalty (6.1/beam-search), written for reading, not speed.
 
@@ -65,11 +64,9 @@ def beam_search(
     step however many hypotheses have ended, so the search goes on until one step's kept
     candidates all end (in practice, nearly always to ``max_len``).
 
-    Readings (variant ``finished-pool``, :func:`pool_search`): ``pool="count"`` or
-    ``pool="bound"``.
+    The other reading, with a pool of ended hypotheses (variant ``finished-pool``), is
+    :func:`pool_search`.
     """
-    if pool is not None:
-        return pool_search(step_log_probs, bos, eos, max_len, beam_size, alpha, stop=pool)
     live: list[tuple[list[int], float]] = [([bos], 0.0)]
     ended: list[tuple[list[int], float]] = []  # (tokens without bos, normalised score)
     for _ in range(max_len):
